@@ -1,0 +1,261 @@
+"""Tables: campaign, contact, attempt, call event, suppression.
+
+Statuses are plain strings checked by the enums below; only ``dialer.attempts`` and the
+campaign controls in ``dialer.campaigns`` write them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class CampaignState(StrEnum):
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class ContactStatus(StrEnum):
+    PENDING = "pending"
+    DIALING = "dialing"
+    ANSWERED = "answered"
+    UNANSWERED = "unanswered"
+    FAILED = "failed"
+    INVALID = "invalid"
+    DUPLICATE = "duplicate"
+    SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"
+
+
+FINAL_CONTACT = frozenset(ContactStatus) - {ContactStatus.PENDING, ContactStatus.DIALING}
+
+
+class AttemptStatus(StrEnum):
+    QUEUED = "queued"  # released to the workers, not yet claimed
+    SENDING = "sending"  # claimed under a lease; the create request may be in flight
+    UNKNOWN = "unknown"  # the create request's outcome is ambiguous: reconcile, never resend
+    CREATED = "created"  # the carrier returned a call id; ringing
+    ANSWERED = "answered"  # talking
+    ENDED = "ended"  # final: the call is over, ``result`` says how
+    FAILED = "failed"  # final: the carrier refused the request, no call exists
+    WITHDRAWN = "withdrawn"  # final: never sent (paused, cancelled, or reconciled as not created)
+
+
+FINAL_ATTEMPT = frozenset({AttemptStatus.ENDED, AttemptStatus.FAILED, AttemptStatus.WITHDRAWN})
+# Attempts that hold (or may hold) a live call: what --max-concurrent counts.
+LIVE_ATTEMPT = frozenset(
+    {AttemptStatus.SENDING, AttemptStatus.UNKNOWN, AttemptStatus.CREATED, AttemptStatus.ANSWERED}
+)
+
+
+class Result(StrEnum):
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    REJECTED = "rejected"
+    ERROR = "error"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only autoincrements an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Campaign(Base):
+    __tablename__ = "campaign"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    from_number: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default=CampaignState.DRAFT)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    region: Mapped[str] = mapped_column(String(2), default="US")
+    phone_column: Mapped[str] = mapped_column(String(200), default="phone")
+    columns: Mapped[list[str]] = mapped_column(Json, default=list)
+    tag_fields: Mapped[list[str]] = mapped_column(Json, default=list)
+    cps: Mapped[float | None] = mapped_column(Float)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    retry_delay: Mapped[int] = mapped_column(Integer, default=600)
+    call_timeout: Mapped[int | None] = mapped_column(Integer)
+    window: Mapped[str | None] = mapped_column(String(11))
+    days: Mapped[str | None] = mapped_column(String(40))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    schedule: Mapped[str | None] = mapped_column(String(120))
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    imported: Mapped[int] = mapped_column(Integer, default=0)
+    invalid: Mapped[int] = mapped_column(Integer, default=0)
+    duplicate: Mapped[int] = mapped_column(Integer, default=0)
+    suppressed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Contact(Base):
+    __tablename__ = "contact"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    row: Mapped[int] = mapped_column(Integer)  # 1-based data row in the file: export order
+    phone: Mapped[str] = mapped_column(Text)  # as given
+    e164: Mapped[str | None] = mapped_column(String(255))  # E.164 number or SIP URI
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    context: Mapped[dict[str, str]] = mapped_column(Json, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # calls placed to this person
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_attempt_id: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("uq_contact_campaign_row", "campaign_id", "row", unique=True),
+        Index("ix_contact_campaign_status", "campaign_id", "status"),
+        # The tick's query: due pending contacts of one campaign, oldest first.
+        Index(
+            "ix_contact_due",
+            "campaign_id",
+            "due_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index("ix_contact_e164", "e164"),
+    )
+
+
+class Attempt(Base):
+    __tablename__ = "attempt"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 1 for the first attempt on the contact
+    status: Mapped[str] = mapped_column(String(16), default=AttemptStatus.QUEUED)
+    tag: Mapped[str | None] = mapped_column(Text)  # set when claimed for sending
+    call_id: Mapped[str | None] = mapped_column(String(80), unique=True)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)  # carrier push-back
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sends: Mapped[int] = mapped_column(Integer, default=0)  # create requests made
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    timed_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hangup_cause: Mapped[str | None] = mapped_column(String(64))
+    result: Mapped[str | None] = mapped_column(String(16))
+    cause: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_attempt_campaign_status", "campaign_id", "status"),
+        Index("ix_attempt_status_lease", "status", "lease_until"),
+        Index("ix_attempt_contact", "contact_id"),
+    )
+
+
+class CallEvent(Base):
+    """Every authenticated, well-formed callback as received, applied or not."""
+
+    __tablename__ = "call_event"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    attempt_id: Mapped[int | None] = mapped_column(BigInteger)
+    call_id: Mapped[str | None] = mapped_column(String(80))
+    event_type: Mapped[str] = mapped_column(String(40))
+    event_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disposition: Mapped[str] = mapped_column(String(16))  # applied|repeat|orphan|ignored
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+
+    __table_args__ = (
+        Index("ix_call_event_attempt", "attempt_id"),
+        Index("ix_call_event_call", "call_id"),
+        Index(
+            "ix_call_event_orphan",
+            "received_at",
+            postgresql_where=text("disposition = 'orphan'"),
+            sqlite_where=text("disposition = 'orphan'"),
+        ),
+    )
+
+
+class Suppression(Base):
+    """A do-not-call entry: global when ``campaign_id`` is NULL."""
+
+    __tablename__ = "suppression"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    e164: Mapped[str] = mapped_column(String(255))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index(
+            "uq_suppression_global",
+            "e164",
+            unique=True,
+            postgresql_where=text("campaign_id IS NULL"),
+            sqlite_where=text("campaign_id IS NULL"),
+        ),
+        Index(
+            "uq_suppression_campaign",
+            "campaign_id",
+            "e164",
+            unique=True,
+            postgresql_where=text("campaign_id IS NOT NULL"),
+            sqlite_where=text("campaign_id IS NOT NULL"),
+        ),
+    )

@@ -1,0 +1,183 @@
+"""Shared fixtures: a real PostgreSQL database and a private Redis server.
+
+The database (``DIALER_TEST_DATABASE_URL``, default ``dialer_test`` on the local server)
+is dropped, recreated and migrated with Alembic once per test process. Tests that take
+``session`` run inside an outer transaction that is rolled back (the pypi/warehouse
+pattern); tests that need real commits (tasks, processes) take ``clean_db``, which
+empties every table afterwards.
+
+Redis is a private ``redis-server`` on a free port, started here and stopped at the end,
+so tests never touch a Redis anything else uses.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from dialer import settings
+from dialer.models import Base
+
+TEST_DATABASE_URL = os.environ.get(
+    "DIALER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dialer_test"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+REDIS_PORT = free_port()
+# Set before any test module imports the Celery app, and inherited by every process a
+# test starts: nothing in the suite can reach the machine's own Redis or database.
+TEST_ENV = {
+    "DIALER_DATABASE_URL": TEST_DATABASE_URL,
+    "DIALER_BROKER_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+    "DIALER_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+    "CATAPULT_API_URL": "http://127.0.0.1:9",
+    "CATAPULT_USER_ID": "u-sim",
+    "CATAPULT_API_TOKEN": "sim-token",
+    "CATAPULT_API_SECRET": "sim-secret",
+    "DIALER_CALLBACK_URL": "http://127.0.0.1:9",
+    "DIALER_CALLBACK_SECRET": "test-callback-secret",
+    "DIALER_ACCOUNT_CPS": "1000",
+    "DIALER_NUMBER_CPS": "1000",
+    "DIALER_HTTP_TIMEOUT": "2",
+}
+os.environ.update(TEST_ENV)
+settings.override(None)
+
+
+def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class RedisServer:
+    """A private redis-server process without persistence."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(REDIS_PORT)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    url = make_url(TEST_DATABASE_URL)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+    admin.dispose()
+    from dialer import migrate
+
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_settings(database_url: str, redis_server: RedisServer) -> Iterator[settings.Settings]:
+    """Point the process's settings at the test database and the private Redis."""
+    s = settings.load({**TEST_ENV, "DIALER_DATABASE_URL": database_url})
+    settings.override(s)
+    yield s
+    settings.override(None)
+
+
+@pytest.fixture
+def session(test_settings: settings.Settings) -> Iterator[Session]:
+    """A session in a transaction that is rolled back after the test."""
+    from dialer import db
+
+    connection = db.engine().connect()
+    outer = connection.begin()
+    sess = Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    try:
+        yield sess
+    finally:
+        sess.close()
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def clean_db(test_settings: settings.Settings) -> Iterator[None]:
+    """For tests that commit: every table is emptied afterwards."""
+    from dialer import db
+
+    yield
+    tables = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
+    with db.engine().begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def tmp_csv(tmp_path: Path):
+    """Write rows (a list of lists, header first) to a CSV file and return its path."""
+    import csv
+
+    def write(rows: list[list[str]], name: str = "contacts.csv") -> Path:
+        path = tmp_path / name
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        return path
+
+    return write
