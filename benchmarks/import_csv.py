@@ -1,0 +1,138 @@
+"""Import a generated contacts CSV into PostgreSQL and report rows/s, seconds, peak RSS.
+
+    python benchmarks/import_csv.py [--rows 1000000] [--database-url URL] [--keep-csv PATH]
+
+The file has ~2% invalid numbers, ~1% repeats of earlier rows and ~1% of its numbers on a
+global do-not-call list, plus three context columns, in mixed spellings. Without
+``--database-url`` the local ``dialer_bench`` database is dropped, created and migrated.
+The figure is ``import_contacts`` on its own (CSV generation and the DNC load excluded);
+peak RSS is the whole process's, generation included (it streams, so it stays small).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from dialer import clock, migrate
+from dialer.importing import add_suppressions, import_contacts
+from dialer.models import Campaign
+
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/dialer_bench"
+AREA_CODES = ["212", "312", "415", "617", "702", "919", "984", "305", "206", "512"]
+
+
+def number(n: int) -> str:
+    """A distinct valid US number for each n (exchanges 200-999 of a few area codes)."""
+    area = AREA_CODES[n % len(AREA_CODES)]
+    n //= len(AREA_CODES)
+    return f"{area}{200 + (n // 10_000) % 800}{n % 10_000:04d}"
+
+
+def spell(digits: str, rng: random.Random) -> str:
+    a, b, c = digits[:3], digits[3:6], digits[6:]
+    return rng.choice([f"+1{digits}", f"({a}) {b}-{c}", f"{a}-{b}-{c}", digits, f"1 {a} {b} {c}"])
+
+
+def generate(path: Path, rows: int, seed: int = 1) -> list[str]:
+    """Write the CSV; return the numbers that belong on the DNC list."""
+    rng = random.Random(seed)
+    earlier: list[str] = []  # a sample of earlier numbers to repeat
+    dnc: list[str] = []
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["customer_id", "name", "phone", "plan"])
+        for n in range(rows):
+            roll = rng.random()
+            if roll < 0.02:
+                phone = rng.choice(["n/a", "555-1212", "123", "call me", "", "+1 123 456 7890"])
+            elif roll < 0.03 and earlier:
+                phone = spell(rng.choice(earlier), rng)
+            else:
+                digits = number(n)
+                phone = spell(digits, rng)
+                if len(earlier) < 10_000:
+                    earlier.append(digits)
+                elif rng.random() < 0.01:
+                    earlier[rng.randrange(len(earlier))] = digits
+                if roll < 0.04:
+                    dnc.append("+1" + digits)
+            out.writerow([f"C{n:08d}", f"Customer {n}", phone, rng.choice(["gold", "basic"])])
+    return dnc
+
+
+def fresh_database(url: str) -> None:
+    parsed = make_url(url)
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+    admin.dispose()
+    engine = create_engine(parsed)
+    migrate.upgrade(engine)
+    engine.dispose()
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--database-url", help=f"default: {DEFAULT_URL}, recreated")
+    parser.add_argument("--keep-csv", type=Path, help="write the CSV here and keep it")
+    args = parser.parse_args(argv)
+
+    url = args.database_url or DEFAULT_URL
+    if args.database_url is None:
+        fresh_database(url)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.keep_csv or Path(tmp) / "contacts.csv"
+        started = time.perf_counter()
+        dnc = generate(path, args.rows)
+        generated = time.perf_counter() - started
+        size_mb = path.stat().st_size / 1e6
+
+        engine = create_engine(url)
+        with Session(engine) as session:
+            add_suppressions(session, dnc)
+            session.commit()
+            campaign = Campaign(name="bench", from_number="+19195550000", created_at=clock.now())
+            session.add(campaign)
+            session.flush()
+
+            started = time.perf_counter()
+            report = import_contacts(session, campaign, path)
+            session.commit()
+            seconds = time.perf_counter() - started
+        engine.dispose()
+
+    print(f"platform: {platform.platform()}, python {platform.python_version()}")
+    print(f"cpus: {os.cpu_count()}")
+    print(f"file: {args.rows:,} rows, {size_mb:.1f} MB (generated in {generated:.1f} s)")
+    print(
+        f"report: imported {report.imported:,}, invalid {report.invalid:,}, "
+        f"duplicate {report.duplicate:,}, suppressed {report.suppressed:,}"
+    )
+    print(f"import: {seconds:.2f} s total, {report.rows / seconds:,.0f} rows/s (incl. commit)")
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
