@@ -1,0 +1,727 @@
+"""The state machine: the only code that writes a campaign, contact or attempt status.
+
+    contact   pending -> dialing -> answered | unanswered | failed | cancelled
+                  ^          |
+                  +----------+   (a retry: pending again, due after --retry-delay)
+
+    attempt   queued -> sending -> created -> answered -> ended
+                 |         |  \\                  (created/answered) -> ended
+                 |         |   -> unknown -> created | withdrawn     (reconciled)
+                 |         -> failed | queued (nothing created: try again later)
+                 -> withdrawn (paused or cancelled before it was sent)
+
+Every transition is a conditional write on the row's current status (or made under a
+row lock), so two workers, a repeated task or a repeated callback can never move a row
+twice. Callbacks only move an attempt forward; their facts (answered, timed out, hung
+up with a cause) accumulate, and the outcome is a function of the facts, so events in
+any order end in the same rows (``rules.outcome``).
+
+Functions take the caller's session and never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from dialer import rules
+from dialer.carrier.events import STATUS_EVENTS, CallEvent
+from dialer.models import (
+    LIVE_ATTEMPT,
+    Attempt,
+    AttemptStatus,
+    Campaign,
+    CampaignState,
+    Contact,
+    ContactStatus,
+    Result,
+    Suppression,
+)
+from dialer.models import CallEvent as CallEventRow
+
+log = logging.getLogger(__name__)
+
+TAG_LIMIT = 256  # catapult-v1.md: stay at or under 256 characters
+RESERVED_TAG_KEYS = frozenset({"attempt", "campaign"})
+
+
+class CampaignStateError(ValueError):
+    """A control that does not apply to the campaign's state (e.g. start a cancelled one)."""
+
+
+# ---------------------------------------------------------------------------- the tag
+
+
+def build_tag(attempt_id: int, campaign_id: int, context: dict[str, str], fields: list[str]) -> str:
+    """The attempt's identity plus the --tag-field context, as compact JSON ≤ 256 chars.
+
+    The identity always fits; context fields are added in the order given while the tag
+    stays within the limit, and the ones that do not fit are left out (and logged).
+    """
+    tag: dict[str, object] = {"attempt": attempt_id, "campaign": campaign_id}
+    text = json.dumps(tag, separators=(",", ":"), ensure_ascii=False)
+    for name in fields:
+        if name not in context:
+            continue
+        candidate = dict(tag, **{name: context[name]})
+        encoded = json.dumps(candidate, separators=(",", ":"), ensure_ascii=False)
+        if len(encoded) > TAG_LIMIT:
+            log.warning(
+                "tag field %r left out of attempt %s: tag would exceed %d characters",
+                name,
+                attempt_id,
+                TAG_LIMIT,
+            )
+            continue
+        tag, text = candidate, encoded
+    return text
+
+
+# ------------------------------------------------------------------- releasing work
+
+
+def release_due(session: Session, campaign: Campaign, limit: int, now: datetime) -> list[int]:
+    """Turn up to ``limit`` due pending contacts into queued attempts; return their ids.
+
+    ``FOR UPDATE SKIP LOCKED`` lets two ticks run at once without taking the same
+    contact; the conditional UPDATE on ``status = 'pending'`` makes it safe on SQLite
+    (which has neither, and serialises writers instead).
+    """
+    if limit <= 0:
+        return []
+    ids = session.scalars(
+        select(Contact.id)
+        .where(
+            Contact.campaign_id == campaign.id,
+            Contact.status == ContactStatus.PENDING,
+            Contact.due_at <= now,
+        )
+        .order_by(Contact.due_at, Contact.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not ids:
+        return []
+    claimed = session.execute(
+        update(Contact)
+        .where(Contact.id.in_(ids), Contact.status == ContactStatus.PENDING)
+        .values(status=ContactStatus.DIALING, due_at=None)
+        .returning(Contact.id, Contact.attempts)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not claimed:
+        return []
+    created = session.execute(
+        insert(Attempt).returning(Attempt.id, Attempt.contact_id),
+        [
+            {
+                "contact_id": cid,
+                "campaign_id": campaign.id,
+                "number": made + 1,
+                "status": AttemptStatus.QUEUED,
+                "queued_at": now,
+                "sends": 0,
+            }
+            for cid, made in claimed
+        ],
+    ).all()
+    session.execute(update(Contact), [{"id": cid, "last_attempt_id": aid} for aid, cid in created])
+    return [aid for aid, _ in created]
+
+
+def backlog(session: Session, campaign_id: int) -> tuple[int, int]:
+    """(queued attempts not yet sent, live attempts that hold or may hold a call)."""
+    rows = dict(
+        session.execute(
+            select(Attempt.status, func.count())
+            .where(
+                Attempt.campaign_id == campaign_id,
+                Attempt.status.in_([AttemptStatus.QUEUED, *LIVE_ATTEMPT]),
+            )
+            .group_by(Attempt.status)
+        ).all()
+    )
+    return rows.get(AttemptStatus.QUEUED, 0), sum(rows.get(s, 0) for s in LIVE_ATTEMPT)
+
+
+# --------------------------------------------------------------------------- sending
+
+
+@dataclass(frozen=True)
+class SendOrder:
+    """Everything a worker needs to create one call, read at claim time."""
+
+    attempt_id: int
+    campaign_id: int
+    from_number: str
+    to: str
+    tag: str
+    call_timeout: int | None
+    campaign_cps: float | None
+
+
+@dataclass(frozen=True)
+class Peek:
+    status: str
+    campaign_id: int
+    campaign_state: str
+    from_number: str
+    campaign_cps: float | None
+    not_before: datetime | None
+
+
+def peek(session: Session, attempt_id: int) -> Peek | None:
+    """A lock-free look at an attempt and its campaign, to pace before claiming."""
+    row = session.execute(
+        select(
+            Attempt.status,
+            Campaign.id,
+            Campaign.state,
+            Campaign.from_number,
+            Campaign.cps,
+            Attempt.not_before,
+        )
+        .join(Campaign, Campaign.id == Attempt.campaign_id)
+        .where(Attempt.id == attempt_id)
+    ).one_or_none()
+    return Peek(*row) if row else None
+
+
+def claim_for_send(
+    session: Session, attempt_id: int, now: datetime, lease: timedelta
+) -> SendOrder | None:
+    """Claim a queued attempt for sending, under a lease; None if it is not ours to send.
+
+    The campaign row is read ``FOR SHARE``: a pause or cancel (which updates that row)
+    waits for claims in flight, and a claim made after it sees the new state. So once
+    ``pause`` returns and the claims it waited for are sent, nothing new is sent.
+    """
+    state = session.scalar(
+        select(Campaign.state)
+        .join(Attempt, Attempt.campaign_id == Campaign.id)
+        .where(Attempt.id == attempt_id)
+        .with_for_update(read=True, of=Campaign)
+    )
+    if state is None:
+        return None
+    if state != CampaignState.RUNNING:
+        _withdraw_queued(session, [attempt_id], now, cancelled=state == CampaignState.CANCELLED)
+        return None
+    row = session.execute(
+        select(
+            Attempt.not_before,
+            Contact.e164,
+            Contact.context,
+            Contact.id,
+            Campaign.id,
+            Campaign.from_number,
+            Campaign.tag_fields,
+            Campaign.call_timeout,
+            Campaign.cps,
+        )
+        .join(Contact, Contact.id == Attempt.contact_id)
+        .join(Campaign, Campaign.id == Attempt.campaign_id)
+        .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.QUEUED)
+    ).one_or_none()
+    if row is None:
+        return None
+    not_before, to, context, _contact_id, campaign_id, from_number, fields, timeout, cps = row
+    if not_before is not None and not_before > now:
+        return None
+    tag = build_tag(attempt_id, campaign_id, context or {}, fields or [])
+    claimed = session.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.QUEUED)
+        .values(
+            status=AttemptStatus.SENDING,
+            lease_until=now + lease,
+            tag=tag,
+            sends=Attempt.sends + 1,
+            sent_at=now,
+            not_before=None,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        return None
+    return SendOrder(attempt_id, campaign_id, from_number, to, tag, timeout, cps)
+
+
+def _lock(session: Session, attempt_id: int) -> tuple[Contact, Attempt] | None:
+    """Lock an attempt and its contact, always contact first, so writers never deadlock."""
+    contact_id = session.scalar(select(Attempt.contact_id).where(Attempt.id == attempt_id))
+    if contact_id is None:
+        return None
+    contact = session.scalars(
+        select(Contact)
+        .where(Contact.id == contact_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    attempt = session.scalars(
+        select(Attempt)
+        .where(Attempt.id == attempt_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    return contact, attempt
+
+
+def record_created(session: Session, attempt_id: int, call_id: str, now: datetime) -> None:
+    """The carrier created the call: store its id, then apply any events that beat it here."""
+    locked = _lock(session, attempt_id)
+    if locked is None:
+        return
+    contact, attempt = locked
+    if attempt.call_id == call_id:
+        return  # a callback carrying the tag got here first and adopted the call
+    if attempt.call_id is not None:
+        log.error(
+            "attempt %s has call %s and the carrier also created %s",
+            attempt_id,
+            attempt.call_id,
+            call_id,
+        )
+        return
+    _adopt(contact, attempt, call_id, now)
+    _apply_orphans(session, contact, attempt, now)
+
+
+def _adopt(contact: Contact, attempt: Attempt, call_id: str, now: datetime) -> None:
+    if attempt.status == AttemptStatus.WITHDRAWN:
+        # Reconciliation found no call and released the contact, yet the call exists.
+        log.error(
+            "attempt %s was reconciled as not created but call %s exists", attempt.id, call_id
+        )
+    attempt.call_id = call_id
+    attempt.created_at = attempt.created_at or now
+    attempt.lease_until = None
+    if attempt.status in (
+        AttemptStatus.SENDING,
+        AttemptStatus.UNKNOWN,
+        AttemptStatus.QUEUED,
+        AttemptStatus.WITHDRAWN,
+    ):
+        attempt.status = AttemptStatus.CREATED
+    contact.attempts += 1
+
+
+def record_not_sent(session: Session, attempt_id: int, not_before: datetime, error: str) -> bool:
+    """Nothing was created (rate limit, 5xx, refused connection): queue it again.
+
+    Not an attempt on the person: it does not count against --max-attempts.
+    """
+    return (
+        session.execute(
+            update(Attempt)
+            .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.SENDING)
+            .values(
+                status=AttemptStatus.QUEUED,
+                not_before=not_before,
+                lease_until=None,
+                queued_at=not_before,
+                error=error,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+
+
+def record_refused(
+    session: Session, attempt_id: int, cause: str, reason: str, now: datetime
+) -> None:
+    """The carrier refused this destination for good: the contact fails, no retry."""
+    locked = _lock(session, attempt_id)
+    if locked is None:
+        return
+    contact, attempt = locked
+    if attempt.status != AttemptStatus.SENDING:
+        return
+    attempt.status = AttemptStatus.FAILED
+    attempt.result, attempt.cause, attempt.error = Result.ERROR, cause, reason
+    attempt.ended_at, attempt.lease_until = now, None
+    if _is_current(contact, attempt):
+        contact.status, contact.reason, contact.due_at = ContactStatus.FAILED, reason, None
+
+
+def record_ambiguous(session: Session, attempt_id: int, error: str) -> None:
+    """The request may have created a call: never resend blindly, reconcile instead."""
+    session.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.SENDING)
+        .values(status=AttemptStatus.UNKNOWN, error=error, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def record_stop(session: Session, attempt_id: int, reason: str, now: datetime) -> None:
+    """The carrier refuses the account (credentials, credit): pause the campaign, alert."""
+    locked = _lock(session, attempt_id)
+    if locked is None:
+        return
+    contact, attempt = locked
+    if attempt.status == AttemptStatus.SENDING:
+        attempt.status, attempt.error, attempt.lease_until = AttemptStatus.WITHDRAWN, reason, None
+        if _is_current(contact, attempt):
+            contact.status, contact.due_at = ContactStatus.PENDING, now
+    session.execute(
+        update(Campaign)
+        .where(Campaign.id == attempt.campaign_id, Campaign.state == CampaignState.RUNNING)
+        .values(state=CampaignState.PAUSED, state_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    _withdraw_all_queued(session, attempt.campaign_id, now, cancelled=False)
+
+
+def _is_current(contact: Contact, attempt: Attempt) -> bool:
+    return contact.last_attempt_id == attempt.id and contact.status == ContactStatus.DIALING
+
+
+# ---------------------------------------------------------------------- reconciling
+
+
+def expire_leases(session: Session, now: datetime) -> int:
+    """A claim whose worker vanished may or may not have sent: treat it as ambiguous."""
+    return session.execute(
+        update(Attempt)
+        .where(Attempt.status == AttemptStatus.SENDING, Attempt.lease_until < now)
+        .values(status=AttemptStatus.UNKNOWN, error="lease expired", lease_until=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def resolve_unknown(session: Session, attempt_id: int, call_id: str | None, now: datetime) -> None:
+    """Settle an ambiguous attempt from what the carrier shows.
+
+    Found: the call exists, adopt it. Not found after the call's whole ringing time: it
+    was never created, so the contact is due again, and the attempt does not count.
+    """
+    locked = _lock(session, attempt_id)
+    if locked is None:
+        return
+    contact, attempt = locked
+    if attempt.status != AttemptStatus.UNKNOWN:
+        return
+    if call_id is not None:
+        _adopt(contact, attempt, call_id, now)
+        _apply_orphans(session, contact, attempt, now)
+        return
+    attempt.status, attempt.error = AttemptStatus.WITHDRAWN, "no such call at the carrier"
+    if _is_current(contact, attempt):
+        contact.status, contact.due_at = ContactStatus.PENDING, now
+
+
+# ------------------------------------------------------------------------- callbacks
+
+
+def apply_event(session: Session, event: CallEvent, received_at: datetime, now: datetime) -> str:
+    """Apply one callback event; return what became of it (stored with the raw event).
+
+    ``applied``: it moved the attempt. ``repeat``: its fact was already known.
+    ``ignored``: not a status event. ``orphan``: no attempt matches its call id or tag
+    (yet: an event can beat the create response here; ``record_created`` adopts it).
+    """
+    attempt_id = None
+    if event.call_id:
+        attempt_id = session.scalar(select(Attempt.id).where(Attempt.call_id == event.call_id))
+    if attempt_id is None and event.attempt_id is not None:
+        attempt_id = event.attempt_id
+    locked = _lock(session, attempt_id) if attempt_id is not None else None
+    if locked is None:
+        _store(session, event, None, "orphan", received_at, None)
+        log.info("event %s for unknown call %s kept as orphan", event.event_type, event.call_id)
+        return "orphan"
+    contact, attempt = locked
+    if event.call_id and attempt.call_id not in (None, event.call_id):
+        _store(session, event, attempt.id, "ignored", received_at, None)
+        log.error(
+            "event for call %s carries the tag of attempt %s, which has call %s",
+            event.call_id,
+            attempt.id,
+            attempt.call_id,
+        )
+        return "ignored"
+    disposition = _apply(session, contact, attempt, event, now)
+    _store(session, event, attempt.id, disposition, received_at, now)
+    return disposition
+
+
+def _store(
+    session: Session,
+    event: CallEvent,
+    attempt_id: int | None,
+    disposition: str,
+    received_at: datetime,
+    applied_at: datetime | None,
+) -> None:
+    session.add(
+        CallEventRow(
+            attempt_id=attempt_id,
+            call_id=event.call_id,
+            event_type=event.event_type,
+            event_time=event.time,
+            received_at=received_at,
+            applied_at=applied_at,
+            disposition=disposition,
+            payload=event.payload,
+        )
+    )
+
+
+def _apply(
+    session: Session, contact: Contact, attempt: Attempt, event: CallEvent, now: datetime
+) -> str:
+    if event.event_type not in STATUS_EVENTS:
+        return "ignored"
+    if attempt.call_id is None and event.call_id:
+        _adopt(contact, attempt, event.call_id, now)
+    at = event.time or now
+    if event.event_type == "answer":
+        if attempt.answered_at is not None:
+            return "repeat"
+        attempt.answered_at = at
+    elif event.event_type == "timeout":
+        if attempt.timed_out_at is not None:
+            return "repeat"
+        attempt.timed_out_at = at
+    else:  # hangup
+        if attempt.hangup_cause is not None:
+            return "repeat"
+        attempt.hangup_cause = event.cause or "UNSPECIFIED"
+        attempt.ended_at = at
+    if attempt.status == AttemptStatus.CREATED and attempt.answered_at is not None:
+        attempt.status = AttemptStatus.ANSWERED
+    if attempt.status in (AttemptStatus.CREATED, AttemptStatus.ANSWERED):
+        if attempt.hangup_cause is not None or attempt.timed_out_at is not None:
+            _finish(session, contact, attempt, now)
+    elif attempt.status == AttemptStatus.ENDED:
+        _revise(contact, attempt)
+    return "applied"
+
+
+def _outcome(attempt: Attempt) -> rules.Outcome:
+    return rules.outcome(
+        answered=attempt.answered_at is not None,
+        timed_out=attempt.timed_out_at is not None,
+        hangup_cause=attempt.hangup_cause,
+    )
+
+
+def _finish(session: Session, contact: Contact, attempt: Attempt, now: datetime) -> None:
+    result = _outcome(attempt)
+    attempt.status = AttemptStatus.ENDED
+    attempt.result, attempt.cause = result.result, result.cause
+    attempt.ended_at = attempt.ended_at or attempt.timed_out_at or now
+    if not _is_current(contact, attempt):
+        return
+    campaign = session.get(Campaign, attempt.campaign_id)
+    assert campaign is not None
+    step = rules.after_attempt(
+        campaign, contact.attempts, result, now, cancelled=campaign.state == CampaignState.CANCELLED
+    )
+    contact.status, contact.due_at, contact.reason = step.status, step.due_at, step.reason
+
+
+def _revise(contact: Contact, attempt: Attempt) -> None:
+    """A late fact about an ended call: refresh its result; an answer upgrades the contact.
+
+    Only ever forward: an answer that arrives after its hangup turns a scheduled retry (or
+    an unanswered contact) into answered, and nothing turns answered back.
+    """
+    result = _outcome(attempt)
+    attempt.result, attempt.cause = result.result, result.cause
+    if (
+        result.result is Result.ANSWERED
+        and contact.last_attempt_id == attempt.id
+        and contact.status
+        in (ContactStatus.PENDING, ContactStatus.UNANSWERED, ContactStatus.CANCELLED)
+    ):
+        contact.status, contact.due_at, contact.reason = ContactStatus.ANSWERED, None, None
+
+
+def _apply_orphans(session: Session, contact: Contact, attempt: Attempt, now: datetime) -> None:
+    if attempt.call_id is None:
+        return
+    orphans = session.scalars(
+        select(CallEventRow)
+        .where(CallEventRow.call_id == attempt.call_id, CallEventRow.disposition == "orphan")
+        .order_by(CallEventRow.id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for row in orphans:
+        from dialer.carrier.events import parse
+
+        row.attempt_id = attempt.id
+        row.disposition = _apply(session, contact, attempt, parse(row.payload), now)
+        row.applied_at = now
+
+
+def adopt_orphans(session: Session, now: datetime, older_than: timedelta, limit: int = 500) -> int:
+    """Sweep: apply orphan events whose call id has since been recorded on an attempt."""
+    pairs = (
+        session.execute(
+            select(Attempt.id)
+            .distinct()
+            .join(CallEventRow, CallEventRow.call_id == Attempt.call_id)
+            .where(
+                CallEventRow.disposition == "orphan", CallEventRow.received_at < now - older_than
+            )
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    for attempt_id in pairs:
+        locked = _lock(session, attempt_id)
+        if locked:
+            _apply_orphans(session, *locked, now)
+    return len(pairs)
+
+
+# ------------------------------------------------------------------- the campaign
+
+
+def start(session: Session, campaign: Campaign, now: datetime) -> None:
+    if campaign.state == CampaignState.RUNNING:
+        return
+    if campaign.state not in (CampaignState.DRAFT, CampaignState.PAUSED):
+        raise CampaignStateError(f"campaign {campaign.id} is {campaign.state}: it cannot start")
+    campaign.state, campaign.state_reason = CampaignState.RUNNING, None
+    campaign.started_at = campaign.started_at or now
+
+
+def pause(session: Session, campaign: Campaign, now: datetime) -> None:
+    if campaign.state == CampaignState.PAUSED:
+        return
+    if campaign.state != CampaignState.RUNNING:
+        raise CampaignStateError(
+            f"campaign {campaign.id} is {campaign.state}: only a running campaign can be paused"
+        )
+    campaign.state = CampaignState.PAUSED
+    session.flush()
+    _withdraw_all_queued(session, campaign.id, now, cancelled=False)
+
+
+def resume(session: Session, campaign: Campaign, now: datetime) -> None:
+    if campaign.state != CampaignState.PAUSED:
+        raise CampaignStateError(
+            f"campaign {campaign.id} is {campaign.state}: only a paused campaign can be resumed"
+        )
+    start(session, campaign, now)
+
+
+def cancel(session: Session, campaign: Campaign, now: datetime) -> None:
+    if campaign.state == CampaignState.CANCELLED:
+        return
+    if campaign.state == CampaignState.COMPLETED:
+        raise CampaignStateError(f"campaign {campaign.id} is completed: nothing to cancel")
+    campaign.state, campaign.finished_at = CampaignState.CANCELLED, now
+    session.flush()
+    _withdraw_all_queued(session, campaign.id, now, cancelled=True)
+    session.execute(
+        update(Contact)
+        .where(Contact.campaign_id == campaign.id, Contact.status == ContactStatus.PENDING)
+        .values(status=ContactStatus.CANCELLED, due_at=None, reason="campaign cancelled")
+        .execution_options(synchronize_session=False)
+    )
+
+
+def suppress_listed(session: Session, campaign_id: int | None = None) -> int:
+    """Pending contacts whose number is on a do-not-call list become ``suppressed``.
+
+    ``campaign_id`` None looks at every campaign (after a global list grew).
+    """
+    listed = select(Suppression.e164).where(
+        Suppression.e164 == Contact.e164,
+        (Suppression.campaign_id.is_(None)) | (Suppression.campaign_id == Contact.campaign_id),
+    )
+    stmt = (
+        update(Contact)
+        .where(Contact.status == ContactStatus.PENDING, listed.exists())
+        .values(status=ContactStatus.SUPPRESSED, due_at=None, reason="on the do-not-call list")
+        .execution_options(synchronize_session=False)
+    )
+    if campaign_id is not None:
+        stmt = stmt.where(Contact.campaign_id == campaign_id)
+    return session.execute(stmt).rowcount
+
+
+def complete_if_done(session: Session, campaign: Campaign, now: datetime) -> bool:
+    """A running campaign is completed when no contact waits or is being dialed."""
+    if campaign.state != CampaignState.RUNNING:
+        return False
+    busy = session.scalar(
+        select(Contact.id)
+        .where(
+            Contact.campaign_id == campaign.id,
+            Contact.status.in_([ContactStatus.PENDING, ContactStatus.DIALING]),
+        )
+        .limit(1)
+    )
+    if busy is not None:
+        return False
+    done = (
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign.id, Campaign.state == CampaignState.RUNNING)
+            .values(state=CampaignState.COMPLETED, finished_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+    if done:
+        campaign.state, campaign.finished_at = CampaignState.COMPLETED, now
+    return done
+
+
+def _withdraw_all_queued(
+    session: Session, campaign_id: int, now: datetime, *, cancelled: bool
+) -> None:
+    ids = session.scalars(
+        select(Attempt.id).where(
+            Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.QUEUED
+        )
+    ).all()
+    _withdraw_queued(session, list(ids), now, cancelled=cancelled)
+
+
+def _withdraw_queued(
+    session: Session, attempt_ids: list[int], now: datetime, *, cancelled: bool
+) -> None:
+    """Queued attempts of a paused or cancelled campaign are never sent."""
+    if not attempt_ids:
+        return
+    withdrawn = (
+        session.execute(
+            update(Attempt)
+            .where(Attempt.id.in_(attempt_ids), Attempt.status == AttemptStatus.QUEUED)
+            .values(
+                status=AttemptStatus.WITHDRAWN,
+                ended_at=now,
+                error="campaign cancelled" if cancelled else "campaign paused",
+            )
+            .returning(Attempt.contact_id)
+            .execution_options(synchronize_session=False)
+        )
+        .scalars()
+        .all()
+    )
+    if not withdrawn:
+        return
+    values = (
+        {"status": ContactStatus.CANCELLED, "due_at": None, "reason": "campaign cancelled"}
+        if cancelled
+        else {"status": ContactStatus.PENDING, "due_at": now}
+    )
+    session.execute(
+        update(Contact)
+        .where(Contact.id.in_(withdrawn), Contact.status == ContactStatus.DIALING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )

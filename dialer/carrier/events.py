@@ -1,0 +1,85 @@
+"""Catapult callback events: validated and turned into the dialer's ``CallEvent``.
+
+catapult-v1.md, "Callback events": ``eventType`` names the event; ``answer``, ``hangup``
+and ``timeout`` carry ``callId`` and ``time``; ``hangup`` carries ``cause``; ``tag`` is
+documented on ``answer`` only, so it is never relied on. Other event types are kept
+and not failed on. Be liberal in what is accepted, strict in what is used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+# Event types that move an attempt; the rest are stored only.
+STATUS_EVENTS = frozenset({"answer", "hangup", "timeout"})
+
+_EVENT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+_CALL_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
+_CAUSE = re.compile(r"^[A-Z0-9_]{1,64}$")
+
+
+class BadEvent(ValueError):
+    """A callback that is not a usable event; the message says why (for a 400)."""
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    event_type: str
+    call_id: str | None
+    time: datetime | None
+    cause: str | None
+    attempt_id: int | None  # from the tag, when the tag is one of ours
+    payload: dict[str, Any]
+
+
+def parse(payload: Any) -> CallEvent:
+    """Validate a decoded callback body; raise BadEvent naming what is wrong."""
+    if not isinstance(payload, dict):
+        raise BadEvent("body must be a JSON object")
+    event_type = payload.get("eventType")
+    if not isinstance(event_type, str) or not _EVENT_TYPE.match(event_type):
+        raise BadEvent("eventType must be a short string")
+    call_id = payload.get("callId")
+    if call_id is not None and (not isinstance(call_id, str) or not _CALL_ID.match(call_id)):
+        raise BadEvent("callId must be a call id string")
+    if event_type in STATUS_EVENTS and call_id is None:
+        raise BadEvent(f"{event_type} event without callId")
+    cause = payload.get("cause")
+    if cause is not None:
+        if not isinstance(cause, str) or not _CAUSE.match(cause.strip().upper()):
+            raise BadEvent("cause must be a hangup cause name")
+        cause = cause.strip().upper()
+    return CallEvent(
+        event_type=event_type,
+        call_id=call_id,
+        time=parse_time(payload.get("time")),
+        cause=cause,
+        attempt_id=attempt_id_from_tag(payload.get("tag")),
+        payload=payload,
+    )
+
+
+def parse_time(raw: Any) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None  # a missing or odd time falls back to the time received
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def attempt_id_from_tag(tag: Any) -> int | None:
+    """The attempt id our tag carries (``{"attempt": 123, ...}``), or None."""
+    if not isinstance(tag, str) or not tag.startswith("{"):
+        return None
+    try:
+        decoded = json.loads(tag)
+    except ValueError:
+        return None
+    value = decoded.get("attempt") if isinstance(decoded, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None

@@ -1,0 +1,145 @@
+"""Fleet-wide pacing: calls per second held across every worker, in Redis.
+
+Celery's ``rate_limit`` is per worker (field-notes.md, "Fleet-wide rate limits"), so the
+limit lives in Redis and is taken at the moment of sending. Each limit (the account,
+the ``from`` number, the campaign) is a GCRA schedule with no burst: a send reserves
+the next free slot on every key at once, so calls come evenly spaced at the tightest
+rate and no one-second window holds more than the rate plus one. The script reads the
+clock from Redis (``TIME``), so workers on machines with skewed clocks agree.
+
+Why a dozen lines of Lua and not a library: ``limits`` and ``pyrate-limiter`` answer
+"allowed now?" rather than "when is my slot?", so a worker would poll Redis until it
+got one; a GCRA reservation tells a worker exactly how long to wait, reserves several
+keys atomically, and never spins.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# KEYS: the limit keys, then the hold key. ARGV: max wait (s), then each key's interval (s).
+# Returns {reserved (0|1), wait seconds as a string}.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n = #KEYS - 1
+local slot = math.max(now, tonumber(redis.call('GET', KEYS[#KEYS]) or '0'))
+for i = 1, n do
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat > slot then slot = tat end
+end
+local wait = slot - now
+if wait > tonumber(ARGV[1]) then return {0, tostring(wait)} end
+for i = 1, n do
+  local nxt = slot + tonumber(ARGV[i + 1])
+  redis.call('SET', KEYS[i], tostring(nxt), 'PX', math.ceil((nxt - now) * 1000) + 60000)
+end
+return {1, tostring(wait)}
+"""
+
+# KEYS[1]: the hold key. ARGV[1]: epoch seconds until which nobody sends.
+_HOLD = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local untl = tonumber(ARGV[1])
+if untl > cur then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  redis.call('SET', KEYS[1], tostring(untl), 'PX', math.max(1, math.ceil((untl - now) * 1000)))
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Limit:
+    key: str
+    rate: float  # calls per second
+
+
+@dataclass(frozen=True)
+class Reservation:
+    reserved: bool
+    wait: float  # seconds until the slot (reserved), or until one could be had (not)
+
+
+class Backend(Protocol):
+    def reserve(self, limits: list[Limit], max_wait: float) -> Reservation: ...
+    def hold(self, until_epoch: float) -> None: ...
+
+
+def limits_for(
+    *,
+    account_cps: float,
+    number_cps: float,
+    from_number: str,
+    campaign_id: int,
+    campaign_cps: float | None,
+) -> list[Limit]:
+    """Every rate that applies to one call; the tightest one sets the pace."""
+    limits = [
+        Limit("dialer:pace:account", account_cps),
+        Limit(f"dialer:pace:from:{from_number}", number_cps),
+    ]
+    if campaign_cps:
+        limits.append(Limit(f"dialer:pace:campaign:{campaign_id}", campaign_cps))
+    return limits
+
+
+class RedisBackend:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._reserve = client.register_script(_RESERVE)
+        self._hold = client.register_script(_HOLD)
+
+    def reserve(self, limits: list[Limit], max_wait: float) -> Reservation:
+        keys = [lim.key for lim in limits] + [HOLD_KEY]
+        args = [max_wait] + [1.0 / lim.rate for lim in limits]
+        reserved, wait = self._reserve(keys=keys, args=args)
+        return Reservation(bool(int(reserved)), max(0.0, float(wait)))
+
+    def hold(self, until_epoch: float) -> None:
+        self._hold(keys=[HOLD_KEY], args=[until_epoch])
+
+
+HOLD_KEY = "dialer:pace:hold"
+
+
+class LocalBackend:
+    """The same schedule in one process, for ``dialer demo`` (no Redis there)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tat: dict[str, float] = {}
+        self._hold_until = 0.0
+
+    def reserve(self, limits: list[Limit], max_wait: float) -> Reservation:
+        with self._lock:
+            now = time.time()
+            slot = max([now, self._hold_until] + [self._tat.get(lim.key, 0.0) for lim in limits])
+            wait = slot - now
+            if wait > max_wait:
+                return Reservation(False, wait)
+            for lim in limits:
+                self._tat[lim.key] = slot + 1.0 / lim.rate
+            return Reservation(True, wait)
+
+    def hold(self, until_epoch: float) -> None:
+        with self._lock:
+            self._hold_until = max(self._hold_until, until_epoch)
+
+
+def release_budget(rate: float, horizon: float, backlog: int, room: int | None) -> int:
+    """How many attempts to hand the workers now: ``horizon`` seconds of work at ``rate``,
+    less what is already queued, within the concurrency ``room`` left (None: no cap).
+
+    Releasing only what can be sent soon keeps the broker queue and worker memory flat
+    however large the campaign is.
+    """
+    budget = max(0, math.ceil(rate * horizon) - backlog)
+    if room is not None:
+        budget = min(budget, max(0, room))
+    return budget
