@@ -1,0 +1,462 @@
+"""The Python API admin scripts use; the CLI is a thin layer over it.
+
+    from dialer import api
+
+    report = api.create_campaign("spring-renewals", "+19195551212", "contacts.csv",
+                                 max_attempts=2, tag_fields=["account"])
+    api.start(report["id"])
+    print(api.status(report["id"])["contacts"])
+    api.export(report["id"], "results.csv")
+
+Every function opens and commits its own transaction and returns plain data (dicts,
+lists), so a script never handles sessions. Errors are ``ApiError`` (bad input, unknown
+campaign) or ``attempts.CampaignStateError`` (a control the campaign's state forbids),
+each with a message that names what is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dialer import attempts, clock, db, importing
+from dialer.attempts import CampaignStateError
+from dialer.models import (
+    Attempt,
+    AttemptStatus,
+    Campaign,
+    CampaignState,
+    Contact,
+    ContactStatus,
+    Suppression,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ApiError",
+    "CampaignStateError",
+    "create_campaign",
+    "start",
+    "pause",
+    "resume",
+    "cancel",
+    "status",
+    "export",
+    "list_campaigns",
+    "add_dnc",
+    "remove_dnc",
+    "EXPORT_COLUMNS",
+]
+
+EXPORT_COLUMNS = [
+    "contact_id",
+    "phone",
+    "e164",
+    "status",
+    "attempts",
+    "call_id",
+    "result",
+    "cause",
+    "reason",
+]
+_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
+_DAYS = re.compile(
+    r"^(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?"
+    r"(,(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?)*$"
+)
+
+
+class ApiError(ValueError):
+    """Bad input or an unknown campaign; the message says what is wrong."""
+
+
+def _check_options(
+    from_number: str,
+    *,
+    region: str,
+    cps: float | None,
+    max_concurrent: int | None,
+    max_attempts: int,
+    retry_delay: int,
+    call_timeout: int | None,
+    window: str | None,
+    days: str | None,
+    timezone: str,
+    tag_fields: list[str],
+) -> None:
+    if not _E164.match(from_number):
+        raise ApiError(f"--from must be an E.164 number like +19195551212, got {from_number!r}")
+    if not re.match(r"^[A-Z]{2}$", region):
+        raise ApiError(f"--region must be a two-letter country code like US, got {region!r}")
+    if cps is not None and not cps > 0:
+        raise ApiError(f"--cps must be greater than 0, got {cps}")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise ApiError(f"--max-concurrent must be at least 1, got {max_concurrent}")
+    if max_attempts < 1:
+        raise ApiError(f"--max-attempts must be at least 1, got {max_attempts}")
+    if retry_delay < 0:
+        raise ApiError(f"--retry-delay must be 0 or more seconds, got {retry_delay}")
+    if call_timeout is not None and not 1 <= call_timeout <= 300:
+        raise ApiError(
+            f"--call-timeout must be 1 to 300 seconds (the carrier's limit), got {call_timeout}"
+        )
+    if window is not None and not _WINDOW.match(window):
+        raise ApiError(f"--window must look like 09:00-17:30, got {window!r}")
+    if days is not None and not _DAYS.match(days.lower()):
+        raise ApiError(f"--days must look like mon-fri or sat,sun, got {days!r}")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiError(
+            f"--timezone must be an IANA zone like America/New_York, got {timezone!r}"
+        ) from None
+    for name in tag_fields:
+        if name in attempts.RESERVED_TAG_KEYS:
+            raise ApiError(
+                f"--tag-field {name!r} is reserved: the tag uses it for the attempt's identity"
+            )
+
+
+def create_campaign(
+    name: str,
+    from_number: str,
+    contacts: str | Path | Iterable[Mapping[str, Any]],
+    *,
+    phone_column: str = "phone",
+    region: str = "US",
+    cps: float | None = None,
+    max_concurrent: int | None = None,
+    max_attempts: int = 3,
+    retry_delay: int = 600,
+    call_timeout: int | None = None,
+    window: str | None = None,
+    days: str | None = None,
+    timezone: str = "UTC",
+    schedule: str | None = None,
+    dnc: Iterable[str | Path] = (),
+    tag_fields: Iterable[str] = (),
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Create a draft campaign from a CSV file (or rows) and return the import report.
+
+    Every row becomes a contact, the bad ones too, with their status and reason.
+    """
+    tag_fields = list(tag_fields)
+    region = region.upper()
+    _check_options(
+        from_number,
+        region=region,
+        cps=cps,
+        max_concurrent=max_concurrent,
+        max_attempts=max_attempts,
+        retry_delay=retry_delay,
+        call_timeout=call_timeout,
+        window=window,
+        days=days,
+        timezone=timezone,
+        tag_fields=tag_fields,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = (
+            Path(contacts)
+            if isinstance(contacts, str | Path)
+            else _rows_to_csv(contacts, Path(tmp) / "contacts.csv")
+        )
+        try:
+            columns = importing.read_columns(path)
+        except importing.ContactFileError as exc:
+            raise ApiError(str(exc)) from None
+        missing = [f for f in tag_fields if f not in columns or f == phone_column]
+        if missing:
+            raise ApiError(
+                f"--tag-field names columns the file does not have as context: "
+                f"{', '.join(missing)} (columns: {', '.join(columns)})"
+            )
+        with db.session_scope() as session:
+            campaign = Campaign(
+                name=name,
+                from_number=from_number,
+                state=CampaignState.DRAFT,
+                region=region,
+                phone_column=phone_column,
+                columns=[],
+                tag_fields=tag_fields,
+                cps=cps,
+                max_concurrent=max_concurrent,
+                max_attempts=max_attempts,
+                retry_delay=retry_delay,
+                call_timeout=call_timeout,
+                window=window,
+                days=days.lower() if days else None,
+                timezone=timezone,
+                schedule=schedule,
+                created_at=clock.now(),
+            )
+            session.add(campaign)
+            session.flush()
+            try:
+                for dnc_file in dnc:
+                    importing.add_suppressions(
+                        session, dnc_file, campaign_id=campaign.id, region=region
+                    )
+                report = importing.import_contacts(session, campaign, path, progress=progress)
+            except importing.ContactFileError as exc:
+                raise ApiError(str(exc)) from None
+            campaign_id = campaign.id
+    return {
+        "id": campaign_id,
+        "rows": report.rows,
+        "imported": report.imported,
+        "invalid": report.invalid,
+        "duplicate": report.duplicate,
+        "suppressed": report.suppressed,
+    }
+
+
+def _rows_to_csv(rows: Iterable[Mapping[str, Any]], path: Path) -> Path:
+    """Rows given as mappings go through the same streaming import as a file."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer: csv.DictWriter[str] | None = None
+        for row in rows:
+            if writer is None:
+                writer = csv.DictWriter(f, fieldnames=list(row.keys()), restval="")
+                writer.writeheader()
+            try:
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            except ValueError as exc:
+                raise ApiError(f"every row must have the first row's keys: {exc}") from None
+        if writer is None:
+            raise ApiError("no rows given")
+    return path
+
+
+def _campaign(session: Session, campaign_id: int, *, lock: bool = False) -> Campaign:
+    stmt = select(Campaign).where(Campaign.id == campaign_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    campaign = session.scalars(stmt).one_or_none()
+    if campaign is None:
+        raise ApiError(f"no campaign with id {campaign_id}")
+    return campaign
+
+
+def start(campaign_id: int) -> dict[str, Any]:
+    """Start (or resume) a campaign; its first calls go out within a second."""
+    with db.session_scope() as session:
+        attempts.start(session, _campaign(session, campaign_id, lock=True), clock.now())
+    _release_now(campaign_id)
+    return status(campaign_id)
+
+
+def resume(campaign_id: int) -> dict[str, Any]:
+    with db.session_scope() as session:
+        attempts.resume(session, _campaign(session, campaign_id, lock=True), clock.now())
+    _release_now(campaign_id)
+    return status(campaign_id)
+
+
+def pause(campaign_id: int, wait: float = 30.0) -> dict[str, Any]:
+    """Pause; when this returns, no new call is created for the campaign.
+
+    Queued work is withdrawn in the same transaction; claims already made are waited
+    for (at most ``wait`` seconds), since their requests may be on the wire.
+    """
+    with db.session_scope() as session:
+        attempts.pause(session, _campaign(session, campaign_id, lock=True), clock.now())
+    _wait_for_sends(campaign_id, wait)
+    return status(campaign_id)
+
+
+def cancel(campaign_id: int, wait: float = 30.0) -> dict[str, Any]:
+    """Cancel; pending contacts become ``cancelled`` and no new call is created."""
+    with db.session_scope() as session:
+        attempts.cancel(session, _campaign(session, campaign_id, lock=True), clock.now())
+    _wait_for_sends(campaign_id, wait)
+    return status(campaign_id)
+
+
+def _release_now(campaign_id: int) -> None:
+    """Hand out the first work at once rather than at the next tick; if the broker is
+    out of reach the tick does it later, so a failure here is only logged."""
+    try:
+        from dialer import tasks
+
+        tasks.release(campaign_id)
+    except Exception as exc:
+        log.warning("could not release work now (%s); the next tick will", type(exc).__name__)
+
+
+def _wait_for_sends(campaign_id: int, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with db.session_scope() as session:
+            sending = session.scalar(
+                select(func.count())
+                .select_from(Attempt)
+                .where(Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.SENDING)
+            )
+        if not sending:
+            return
+        time.sleep(0.1)
+
+
+def status(campaign_id: int) -> dict[str, Any]:
+    """The campaign's state and its contacts counted by status."""
+    with db.session_scope() as session:
+        campaign = _campaign(session, campaign_id)
+        counts = dict(
+            session.execute(
+                select(Contact.status, func.count())
+                .where(Contact.campaign_id == campaign_id)
+                .group_by(Contact.status)
+            ).all()
+        )
+        calls = (
+            session.scalar(
+                select(func.count())
+                .select_from(Attempt)
+                .where(Attempt.campaign_id == campaign_id, Attempt.call_id.is_not(None))
+            )
+            or 0
+        )
+        return {
+            "id": campaign.id,
+            "name": campaign.name,
+            "state": campaign.state,
+            "state_reason": campaign.state_reason,
+            "from": campaign.from_number,
+            "total": sum(counts.values()),
+            "contacts": {s.value: counts.get(s.value, 0) for s in ContactStatus},
+            "calls": calls,
+            "created_at": campaign.created_at.isoformat(),
+            "started_at": campaign.started_at.isoformat() if campaign.started_at else None,
+            "finished_at": campaign.finished_at.isoformat() if campaign.finished_at else None,
+        }
+
+
+def list_campaigns() -> list[dict[str, Any]]:
+    with db.session_scope() as session:
+        totals = dict(
+            session.execute(
+                select(Contact.campaign_id, func.count()).group_by(Contact.campaign_id)
+            ).all()
+        )
+        return [
+            {
+                "id": c.id,
+                "name": c.name,
+                "state": c.state,
+                "from": c.from_number,
+                "total": totals.get(c.id, 0),
+                "created_at": c.created_at.isoformat(),
+            }
+            for c in session.scalars(select(Campaign).order_by(Campaign.id))
+        ]
+
+
+def export(campaign_id: int, out: str | Path | IO[str]) -> int:
+    """Write one CSV row per contact, in file order; return the number of rows."""
+    if isinstance(out, str | Path):
+        with open(out, "w", newline="", encoding="utf-8") as f:
+            return export(campaign_id, f)
+    with db.session_scope() as session:
+        campaign = _campaign(session, campaign_id)
+        context = list(campaign.columns or [])
+        headers = EXPORT_COLUMNS + [
+            c if c not in EXPORT_COLUMNS else f"context.{c}" for c in context
+        ]
+        writer = csv.writer(out)
+        writer.writerow(headers)
+        rows = session.execute(
+            select(
+                Contact.id,
+                Contact.phone,
+                Contact.e164,
+                Contact.status,
+                Contact.attempts,
+                Attempt.call_id,
+                Attempt.result,
+                Attempt.cause,
+                Attempt.hangup_cause,
+                Contact.reason,
+                Contact.context,
+            )
+            .outerjoin(Attempt, Attempt.id == Contact.last_attempt_id)
+            .where(Contact.campaign_id == campaign_id)
+            .order_by(Contact.row)
+            .execution_options(yield_per=5000)
+        )
+        n = 0
+        for cid, phone, e164, st, made, call_id, result, cause, hangup, reason, ctx in rows:
+            ctx = ctx or {}
+            writer.writerow(
+                [
+                    cid,
+                    phone,
+                    e164 or "",
+                    st,
+                    made,
+                    call_id or "",
+                    result or "",
+                    cause or hangup or "",
+                    reason or "",
+                ]
+                + [ctx.get(c, "") for c in context]
+            )
+            n += 1
+        return n
+
+
+def export_text(campaign_id: int) -> str:
+    buf = io.StringIO()
+    export(campaign_id, buf)
+    return buf.getvalue()
+
+
+def add_dnc(
+    path: str | Path, *, campaign_id: int | None = None, region: str = "US"
+) -> dict[str, Any]:
+    """Add a do-not-call file (global, or one campaign's); pending contacts on it are
+    suppressed at once, and every call is checked again right before it is sent."""
+    with db.session_scope() as session:
+        if campaign_id is not None:
+            _campaign(session, campaign_id)
+        try:
+            added, problems = importing.add_suppressions(
+                session, path, campaign_id=campaign_id, region=region
+            )
+        except importing.ContactFileError as exc:
+            raise ApiError(str(exc)) from None
+        suppressed = attempts.suppress_listed(session, campaign_id)
+    return {"added": added, "invalid": problems, "suppressed_contacts": suppressed}
+
+
+def remove_dnc(
+    path: str | Path, *, campaign_id: int | None = None, region: str = "US"
+) -> dict[str, Any]:
+    with db.session_scope() as session:
+        try:
+            removed = importing.remove_suppressions(
+                session, path, campaign_id=campaign_id, region=region
+            )
+        except importing.ContactFileError as exc:
+            raise ApiError(str(exc)) from None
+    return {"removed": removed}
+
+
+def dnc_count() -> int:
+    with db.session_scope() as session:
+        return session.scalar(select(func.count()).select_from(Suppression)) or 0

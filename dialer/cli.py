@@ -1,0 +1,288 @@
+"""``dialer``: argument parsing and printing, nothing else (the work is in dialer.api)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from dialer import settings
+
+FINAL_STATES = ("completed", "cancelled")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dialer", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dbp = sub.add_parser("db", help="database schema")
+    dbsub = dbp.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    dbsub.add_parser("upgrade", help="create or migrate the schema (Alembic)")
+
+    camp = sub.add_parser("campaign", help="create and control campaigns")
+    csub = camp.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
+    create = csub.add_parser("create", help="create a campaign from a CSV of contacts")
+    create.add_argument("--name", required=True)
+    create.add_argument("--from", dest="from_number", required=True, metavar="E164")
+    create.add_argument("--contacts", required=True, metavar="FILE.csv")
+    create.add_argument("--json", action="store_true", help="print the report as JSON")
+    create.add_argument("--phone-column", default="phone")
+    create.add_argument("--region", default="US")
+    create.add_argument("--cps", type=float)
+    create.add_argument("--max-concurrent", type=int)
+    create.add_argument("--max-attempts", type=int, default=3)
+    create.add_argument("--retry-delay", type=int, default=600, metavar="SECONDS")
+    create.add_argument("--call-timeout", type=int, metavar="SECONDS")
+    create.add_argument("--window", metavar="HH:MM-HH:MM")
+    create.add_argument("--days", metavar="mon-fri")
+    create.add_argument("--timezone", default="UTC", metavar="ZONE")
+    create.add_argument("--schedule", metavar="CRON")
+    create.add_argument("--dnc", action="append", default=[], metavar="FILE.csv")
+    create.add_argument("--tag-field", action="append", default=[], metavar="COLUMN")
+    for action in ("start", "pause", "resume", "cancel"):
+        a = csub.add_parser(action, help=f"{action} a campaign")
+        a.add_argument("id", type=int)
+        a.add_argument("--json", action="store_true")
+    st = csub.add_parser("status", help="a campaign's state and contacts by status")
+    st.add_argument("id", type=int)
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--watch", action="store_true", help="follow it live until it finishes")
+    ex = csub.add_parser("export", help="one CSV row per contact, in file order")
+    ex.add_argument("id", type=int)
+    ex.add_argument("-o", "--output", metavar="FILE.csv", help="default: standard output")
+    ls = csub.add_parser("list", help="every campaign")
+    ls.add_argument("--json", action="store_true")
+
+    dnc = sub.add_parser("dnc", help="the global do-not-call list")
+    dsub = dnc.add_subparsers(dest="dnc_command", required=True, metavar="ACTION")
+    for action in ("add", "remove"):
+        d = dsub.add_parser(action, help=f"{action} the numbers in a CSV file")
+        d.add_argument("file", metavar="FILE.csv")
+        d.add_argument("--campaign", type=int, help="a campaign's own list instead")
+        d.add_argument("--region", default="US")
+        d.add_argument("--json", action="store_true")
+
+    rec = sub.add_parser("receiver", help="serve the carrier's callbacks (gunicorn)")
+    rec.add_argument("--host", default="0.0.0.0")
+    rec.add_argument("--port", type=int, default=8080)
+    rec.add_argument("--workers", type=int, default=2)
+    rec.add_argument("--threads", type=int, default=16)
+
+    sim = sub.add_parser("simulator", help="a local stand-in for the carrier", add_help=False)
+    sim.add_argument("args", nargs=argparse.REMAINDER)
+
+    sub.add_parser("demo", help="a whole campaign on the embedded default, no services")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulator"]:  # the simulator parses its own flags
+        from dialer.carrier import simulator
+
+        return simulator.main(argv[1:])
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings.get()
+        return _run(args)
+    except settings.SettingsError as exc:
+        print(f"dialer: configuration: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # ApiError, CampaignStateError, ContactFileError
+        print(f"dialer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "db":
+        from dialer import migrate
+
+        migrate.upgrade()
+        print("database is at the latest schema")
+        return 0
+    if args.command == "receiver":
+        from dialer import receiver
+
+        receiver.serve(args.host, args.port, workers=args.workers, threads=args.threads)
+        return 0
+    if args.command == "demo":
+        from dialer import demo
+
+        return demo.main()
+    from dialer import api
+
+    if args.command == "dnc":
+        fn = api.add_dnc if args.dnc_command == "add" else api.remove_dnc
+        result = fn(args.file, campaign_id=args.campaign, region=args.region.upper())
+        _print(result, args.json)
+        return 0
+    cmd = args.campaign_command
+    if cmd == "create":
+        return _create(api, args)
+    if cmd in ("start", "pause", "resume", "cancel"):
+        result = getattr(api, cmd)(args.id)
+        if args.json:
+            _print(result, True)
+        else:
+            print(f"campaign {result['id']} is {result['state']}")
+        return 0
+    if cmd == "status":
+        if args.watch:
+            return _watch(api, args.id, args.json)
+        _print_status(api.status(args.id), args.json)
+        return 0
+    if cmd == "export":
+        if args.output:
+            n = api.export(args.id, args.output)
+            print(f"wrote {n} contacts to {args.output}", file=sys.stderr)
+        else:
+            api.export(args.id, sys.stdout)
+        return 0
+    if cmd == "list":
+        rows = api.list_campaigns()
+        if args.json:
+            _print(rows, True)
+        else:
+            for r in rows:
+                print(f"{r['id']:>6}  {r['state']:<10} {r['total']:>9}  {r['name']}")
+        return 0
+    raise AssertionError(cmd)
+
+
+def _create(api: Any, args: argparse.Namespace) -> int:
+    progress, done = _import_progress(quiet=args.json)
+    try:
+        report = api.create_campaign(
+            args.name,
+            args.from_number,
+            args.contacts,
+            phone_column=args.phone_column,
+            region=args.region,
+            cps=args.cps,
+            max_concurrent=args.max_concurrent,
+            max_attempts=args.max_attempts,
+            retry_delay=args.retry_delay,
+            call_timeout=args.call_timeout,
+            window=args.window,
+            days=args.days,
+            timezone=args.timezone,
+            schedule=args.schedule,
+            dnc=args.dnc,
+            tag_fields=args.tag_field,
+            progress=progress,
+        )
+    finally:
+        done()
+    if args.json:
+        _print(report, True)
+    else:
+        print(
+            f"campaign {report['id']} created: {report['rows']} rows, "
+            f"{report['imported']} to dial, {report['invalid']} invalid, "
+            f"{report['duplicate']} duplicate, {report['suppressed']} suppressed"
+        )
+    return 0
+
+
+def _import_progress(quiet: bool) -> tuple[Any, Any]:
+    """A live row counter on a terminal; nothing when piped (or printing JSON)."""
+    if quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("importing {task.completed:,} rows"),
+        TimeElapsedColumn(),
+        transient=True,
+    )
+    task = bar.add_task("import", total=None)
+    bar.start()
+    return (lambda n: bar.update(task, completed=n)), bar.stop
+
+
+def _print(data: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, indent=None, default=str))
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            print(f"{k}: {v}")
+    else:
+        print(data)
+
+
+def _print_status(st: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print(st, True)
+        return
+    print(
+        f"campaign {st['id']} ({st['name']}): {st['state']}"
+        + (f" ({st['state_reason']})" if st.get("state_reason") else "")
+    )
+    print(f"  {st['total']} contacts, {st['calls']} calls created")
+    for name, count in st["contacts"].items():
+        if count:
+            print(f"  {name:<11} {count:>9}")
+
+
+def _watch(api: Any, campaign_id: int, as_json: bool) -> int:
+    """Follow a campaign until it is completed or cancelled (Ctrl-C stops watching)."""
+    if as_json or not sys.stdout.isatty():
+        while True:  # plain lines when not on a terminal
+            st = api.status(campaign_id)
+            if as_json:
+                _print(st, True)
+            else:
+                left = st["contacts"]["pending"] + st["contacts"]["dialing"]
+                print(
+                    f"{time.strftime('%H:%M:%S')} {st['state']} "
+                    f"{st['total'] - left}/{st['total']} final, {st['calls']} calls",
+                    flush=True,
+                )
+            if st["state"] in FINAL_STATES:
+                return 0
+            time.sleep(2)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    st = api.status(campaign_id)
+    with Progress(
+        TextColumn("campaign {task.fields[cid]} {task.fields[state]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[calls]} calls"),
+        TextColumn("{task.fields[rate]:.1f}/s"),
+        TimeElapsedColumn(),
+    ) as bar:
+        task = bar.add_task(
+            "watch",
+            total=st["total"],
+            cid=campaign_id,
+            state=st["state"],
+            calls=st["calls"],
+            rate=0.0,
+        )
+        last_calls, last_t = st["calls"], time.monotonic()
+        while True:
+            st = api.status(campaign_id)
+            now = time.monotonic()
+            rate = (st["calls"] - last_calls) / max(now - last_t, 1e-6)
+            last_calls, last_t = st["calls"], now
+            left = st["contacts"]["pending"] + st["contacts"]["dialing"]
+            bar.update(
+                task, completed=st["total"] - left, state=st["state"], calls=st["calls"], rate=rate
+            )
+            if st["state"] in FINAL_STATES:
+                break
+            time.sleep(1)
+    _print_status(st, False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""A local fleet of real processes: simulator, receiver, workers and beat.
+
+For end-to-end tests, benchmarks and trials on one machine. Every process is the real
+command a production deployment runs (``dialer simulator``, ``dialer receiver``,
+``celery -A dialer worker|beat``), started with the environment given, and all of them
+are stopped when the fleet closes. Logs go to files in ``workdir`` so a failing test
+can show them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.2, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class Fleet:
+    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, **env}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.sim_url = ""
+        self.receiver_url = ""
+
+    # ------------------------------------------------------------------ processes
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start_simulator(self, *flags: str) -> str:
+        port = free_port()
+        self._spawn(
+            "simulator",
+            [
+                sys.executable,
+                "-m",
+                "dialer.cli",
+                "simulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *flags,
+            ],
+        )
+        self.sim_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _ok(self.sim_url + "/_sim/calls"), 20, what="the simulator")
+        self.env["CATAPULT_API_URL"] = self.sim_url
+        return self.sim_url
+
+    def start_receiver(self, workers: int = 2) -> str:
+        port = free_port()
+        self._spawn(
+            "receiver",
+            [
+                sys.executable,
+                "-m",
+                "dialer.cli",
+                "receiver",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+        )
+        self.receiver_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _ok(self.receiver_url + "/healthz"), 20, what="the receiver")
+        self.env["DIALER_CALLBACK_URL"] = self.receiver_url
+        return self.receiver_url
+
+    def start_worker(self, name: str, concurrency: int | None = None) -> subprocess.Popen[bytes]:
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "dialer",
+            "worker",
+            "--loglevel=INFO",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        if concurrency:
+            argv.append(f"--concurrency={concurrency}")
+        return self._spawn(name, argv)
+
+    def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
+        return self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dialer",
+                "beat",
+                "--loglevel=INFO",
+                f"--schedule={self.workdir / (name + '-schedule')}",
+            ],
+        )
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "dialer.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            cwd=self.workdir,
+            timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"dialer {' '.join(args)} exited {result.returncode}: {result.stderr[-2000:]}"
+            )
+        return result
+
+    def sim_calls(self) -> list[dict[str, Any]]:
+        return list(requests.get(self.sim_url + "/_sim/calls", timeout=10).json())
+
+    def logs(self, tail: int = 60) -> str:
+        out = []
+        for path in sorted(self.workdir.glob("*.log")):
+            lines = path.read_text(errors="replace").splitlines()[-tail:]
+            out.append(f"----- {path.name} -----\n" + "\n".join(lines))
+        return "\n".join(out)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

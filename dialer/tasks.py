@@ -1,0 +1,340 @@
+"""Thin Celery tasks: take ids, load rows, check the work is still wanted, act.
+
+- ``tick`` (every second, and right after ``campaign start``) releases as many due
+  contacts of each running campaign as can be sent in the next moments, and publishes
+  one ``dial`` per attempt after that transaction commits.
+- ``dial`` takes its slot in the fleet-wide pace, claims the attempt in the database,
+  creates the call, and records what the carrier said.
+- ``apply_event`` applies one callback event through the state machine.
+- ``sweep`` (every ten seconds) re-finds what a crash, a lost message or an ambiguous
+  request left behind: expired leases, queued work nobody ran, ambiguous creates,
+  events that arrived before their call id was stored.
+
+Due times live in the database; countdowns are short (at most ``MAX_COUNTDOWN``),
+because Redis redelivers long-ETA tasks (field-notes.md, "Celery on Redis").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
+
+from dialer import attempts, clock, db, pacing, rules, settings
+from dialer.carrier import events
+from dialer.carrier.catapult import (
+    Action,
+    CallRequest,
+    CarrierError,
+    CatapultClient,
+    InvalidCallRequest,
+)
+from dialer.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
+from dialer.receiver import callback_urls
+from dialer.worker import app
+
+log = logging.getLogger(__name__)
+
+HORIZON = 2.0  # seconds of work a tick hands out at the campaign's pace
+MAX_RELEASE = 2000  # attempts one tick releases per campaign, at most
+MAX_WAIT = 1.0  # a dial waits this long for its slot in a thread; longer, it comes back
+MAX_COUNTDOWN = 30.0
+STALE_QUEUED = timedelta(seconds=30)  # queued this long and nobody ran it: publish again
+RECONCILE_MARGIN = timedelta(seconds=30)
+DEFAULT_CALL_TIMEOUT = 60  # catapult-v1.md: callTimeout default
+
+_retry_db = {"autoretry_for": (DBAPIError,), "retry_backoff": True, "max_retries": 8}
+
+
+# --------------------------------------------------------------- per-process clients
+
+_lock = threading.Lock()
+_client: CatapultClient | None = None
+_pacer: pacing.Backend | None = None
+
+
+def carrier() -> CatapultClient:
+    global _client
+    with _lock:
+        if _client is None:
+            _client = CatapultClient.from_settings(settings.get())
+        return _client
+
+
+def pacer() -> pacing.Backend:
+    global _pacer
+    with _lock:
+        if _pacer is None:
+            url = settings.get().redis_url
+            if url.startswith("memory://"):
+                _pacer = pacing.LocalBackend()
+            else:
+                import redis
+
+                _pacer = pacing.RedisBackend(redis.Redis.from_url(url))
+        return _pacer
+
+
+def reset_clients() -> None:
+    """Forget the process's carrier client and pacer (after a settings change)."""
+    global _client, _pacer
+    with _lock:
+        if _client is not None:
+            _client.close()
+        _client, _pacer = None, None
+
+
+def publish_dial(attempt_id: int, countdown: float | None = None) -> None:
+    dial.apply_async((attempt_id,), countdown=min(countdown, MAX_COUNTDOWN) if countdown else None)
+
+
+# --------------------------------------------------------------------------- tick
+
+
+@app.task(name="dialer.tick", **_retry_db)
+def tick() -> None:
+    with db.session_scope() as session:
+        running = session.scalars(
+            select(Campaign.id).where(Campaign.state == CampaignState.RUNNING)
+        ).all()
+    for campaign_id in running:
+        release(campaign_id)
+
+
+def release(campaign_id: int) -> list[int]:
+    """Hand the workers what this campaign can send in the next HORIZON seconds."""
+    s = settings.get()
+    now = clock.now()
+    with db.session_scope() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None or campaign.state != CampaignState.RUNNING:
+            return []
+        if attempts.complete_if_done(session, campaign, now):
+            log.info("campaign %s completed", campaign_id)
+            return []
+        rate = min(s.account_cps, s.number_cps, campaign.cps or float("inf"))
+        queued, live = attempts.backlog(session, campaign_id)
+        room = campaign.max_concurrent - live if campaign.max_concurrent else None
+        budget = min(MAX_RELEASE, pacing.release_budget(rate, HORIZON, queued, room))
+        ids = attempts.release_due(session, campaign, budget, now)
+        if ids:
+            db.after_commit(session, lambda: [publish_dial(i) for i in ids])
+    return ids
+
+
+# --------------------------------------------------------------------------- dial
+
+
+@app.task(name="dialer.dial", **_retry_db)
+def dial(attempt_id: int) -> None:
+    with db.session_scope() as session:
+        peek = attempts.peek(session, attempt_id)
+    if peek is None or peek.status != AttemptStatus.QUEUED:
+        return  # sent, withdrawn or settled already: a repeated or stale message
+    now = clock.now()
+    if peek.campaign_state == CampaignState.RUNNING:
+        if peek.not_before is not None and peek.not_before > now:
+            publish_dial(attempt_id, (peek.not_before - now).total_seconds())
+            return
+        s = settings.get()
+        slot = pacer().reserve(
+            pacing.limits_for(
+                account_cps=s.account_cps,
+                number_cps=s.number_cps,
+                from_number=peek.from_number,
+                campaign_id=peek.campaign_id,
+                campaign_cps=peek.campaign_cps,
+            ),
+            MAX_WAIT,
+        )
+        if not slot.reserved:
+            # Not our turn within MAX_WAIT: come back near the slot instead of sleeping.
+            publish_dial(attempt_id, max(0.05, slot.wait - MAX_WAIT / 2))
+            return
+        if slot.wait > 0:
+            time.sleep(slot.wait)
+    lease = timedelta(seconds=2 * settings.get().http_timeout + 30)
+    with db.session_scope() as session:
+        # Re-checks the campaign's state just before sending (withdraws if stopped).
+        order = attempts.claim_for_send(session, attempt_id, clock.now(), lease)
+    if order is not None:
+        send(order)
+
+
+def send(order: attempts.SendOrder) -> None:
+    """Create the call for a claimed attempt and record the carrier's answer."""
+    s = settings.get()
+    callback, fallback = callback_urls(s)
+    request = CallRequest(
+        from_=order.from_number,
+        to=order.to,
+        call_timeout=order.call_timeout,
+        callback_url=callback,
+        callback_http_method="POST",
+        fallback_url=fallback,
+        tag=order.tag,
+    )
+    try:
+        call_id = carrier().create_call(request)
+    except InvalidCallRequest as exc:
+        with db.session_scope() as session:
+            attempts.record_refused(
+                session, order.attempt_id, "invalid-request", str(exc), clock.now()
+            )
+        return
+    except CarrierError as exc:
+        _record_error(order, exc)
+        return
+    with db.session_scope() as session:
+        attempts.record_created(session, order.attempt_id, call_id, clock.now())
+    log.debug("attempt %s created call %s", order.attempt_id, call_id)
+
+
+def _record_error(order: attempts.SendOrder, exc: CarrierError) -> None:
+    now = clock.now()
+    log.warning(
+        "attempt %s (campaign %s): carrier said %s", order.attempt_id, order.campaign_id, exc
+    )
+    with db.session_scope() as session:
+        if exc.action in (Action.RETRY, Action.RATE_LIMITED):
+            if exc.action is Action.RATE_LIMITED:
+                until = exc.retry_at or time.time() + 1.0
+                pacer().hold(until)  # the whole fleet backs off, not just this worker
+                delay = max(0.05, until - time.time())
+            else:
+                sends = session.scalar(select(Attempt.sends).where(Attempt.id == order.attempt_id))
+                delay = rules.resend_delay(sends or 1)
+            if attempts.record_not_sent(
+                session, order.attempt_id, now + timedelta(seconds=delay), str(exc)
+            ):
+                db.after_commit(session, lambda: publish_dial(order.attempt_id, delay))
+        elif exc.action is Action.PERMANENT:
+            attempts.record_refused(
+                session, order.attempt_id, exc.code or str(exc.status), str(exc), now
+            )
+        elif exc.action is Action.STOP:
+            log.error(
+                "campaign %s paused: the carrier refuses the account (%s)", order.campaign_id, exc
+            )
+            attempts.record_stop(session, order.attempt_id, f"carrier: {exc}", now)
+        else:  # AMBIGUOUS, DUPLICATE: the call may exist
+            attempts.record_ambiguous(session, order.attempt_id, str(exc))
+
+
+# ------------------------------------------------------------------------ callbacks
+
+
+@app.task(name="dialer.apply_event", **_retry_db)
+def apply_event(payload: dict[str, Any], received_at: str) -> str:
+    try:
+        event = events.parse(payload)
+    except events.BadEvent as exc:  # the receiver validated it; never loop on a bad one
+        log.error("dropping malformed event: %s", exc)
+        return "malformed"
+    with db.session_scope() as session:
+        return attempts.apply_event(
+            session, event, datetime.fromisoformat(received_at), clock.now()
+        )
+
+
+# -------------------------------------------------------------------------- sweep
+
+
+@app.task(name="dialer.sweep", **_retry_db)
+def sweep() -> dict[str, int]:
+    now = clock.now()
+    report: dict[str, int] = {}
+    with db.session_scope() as session:
+        report["leases_expired"] = attempts.expire_leases(session, now)
+    report["republished"] = republish_stale(now)
+    report["reconciled"] = reconcile(now)
+    with db.session_scope() as session:
+        report["orphans_adopted"] = attempts.adopt_orphans(session, now, timedelta(seconds=5))
+    if any(report.values()):
+        log.info("sweep: %s", report)
+    return report
+
+
+def republish_stale(now: datetime, limit: int = 5000) -> int:
+    """Queued attempts whose dial message was lost (crash, broker restart): publish again.
+
+    A duplicate message is harmless: the claim is conditional.
+    """
+    with db.session_scope() as session:
+        ids = session.scalars(
+            select(Attempt.id)
+            .join(Campaign, Campaign.id == Attempt.campaign_id)
+            .where(
+                Attempt.status == AttemptStatus.QUEUED,
+                Attempt.queued_at < now - STALE_QUEUED,
+                Campaign.state == CampaignState.RUNNING,
+            )
+            .limit(limit)
+        ).all()
+        if ids:
+            session.execute(
+                update(Attempt)
+                .where(Attempt.id.in_(ids))
+                .values(queued_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            db.after_commit(session, lambda: [publish_dial(i) for i in ids])
+    return len(ids)
+
+
+def reconcile(now: datetime, limit: int = 200) -> int:
+    """Settle ambiguous creates from the carrier's own list of calls, matched by tag.
+
+    Only once the call's whole ringing time (plus a margin) has passed: a callback with
+    the tag would have settled it by then if the call existed and rang.
+    """
+    with db.session_scope() as session:
+        rows = session.execute(
+            select(
+                Attempt.id,
+                Attempt.tag,
+                Attempt.sent_at,
+                Campaign.from_number,
+                Campaign.call_timeout,
+                Contact.e164,
+            )
+            .join(Campaign, Campaign.id == Attempt.campaign_id)
+            .join(Contact, Contact.id == Attempt.contact_id)
+            .where(Attempt.status == AttemptStatus.UNKNOWN)
+            .order_by(Attempt.sent_at)
+            .limit(limit)
+        ).all()
+    settled = 0
+    for attempt_id, tag, sent_at, from_number, call_timeout, to in rows:
+        wait = timedelta(seconds=call_timeout or DEFAULT_CALL_TIMEOUT) + RECONCILE_MARGIN
+        if sent_at is not None and sent_at + wait > now:
+            continue
+        try:
+            call_id = _find_call(from_number, to, tag, sent_at)
+        except CarrierError as exc:
+            log.warning("cannot reconcile attempt %s yet: %s", attempt_id, exc)
+            continue
+        with db.session_scope() as session:
+            attempts.resolve_unknown(session, attempt_id, call_id, clock.now())
+        settled += 1
+    return settled
+
+
+def _find_call(
+    from_number: str, to: str | None, tag: str | None, sent_at: datetime | None
+) -> str | None:
+    """The id of the carrier's call with this attempt's tag, if the carrier has one."""
+    for call in carrier().list_calls(from_=from_number, to=to, sort_order="desc", max_pages=5):
+        started = events.parse_time(call.get("startTime"))
+        # Older docs list `tag` on a call; where the list leaves it out, read the call.
+        found = call["tag"] if "tag" in call else carrier().get_call(call["id"]).get("tag")
+        if tag is not None and found == tag:
+            return str(call["id"])
+        if sent_at is not None and started is not None and started < sent_at - timedelta(minutes=5):
+            break  # sorted newest first: everything further is older than the attempt
+    return None

@@ -1,0 +1,89 @@
+"""The Celery app (``celery -A dialer worker|beat``) and why it is configured as it is.
+
+The database is the source of truth and every task is safe to run twice and safe never
+to run (the sweep re-finds work), so the broker settings aim at prompt redelivery and
+bounded memory rather than at exactly-once delivery, which Redis cannot give.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init
+from kombu import Queue
+
+from dialer import settings
+
+TICK_SECONDS = 1.0
+SWEEP_SECONDS = 10.0
+
+app = Celery("dialer", include=["dialer.tasks"])
+
+
+def configure(s: settings.Settings) -> None:
+    # Longer than any task runs or waits (a dial waits seconds for its slot, a carrier
+    # request at most DIALER_HTTP_TIMEOUT; countdowns are capped at 30 s), so Redis
+    # redelivers only what a dead worker left unacknowledged, within minutes.
+    visibility = {"visibility_timeout": 300}
+    app.conf.update(
+        broker_url=s.broker_url,
+        broker_transport_options=visibility,
+        result_backend=None,
+        task_ignore_result=True,
+        # Ack after the task ran: a worker that dies mid-task leaves its message for
+        # redelivery. Tasks are idempotent, so a second run is harmless.
+        task_acks_late=True,
+        # With a prefork pool, a child killed by a signal would otherwise be acked and
+        # its task lost; with it, the task is requeued (the sweep is the backstop).
+        task_reject_on_worker_lost=True,
+        # A late-acked task that was running when the broker connection dropped is
+        # redelivered anyway: cancel it rather than let it run on twice.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # The work is I/O (carrier requests, database): threads, many per process.
+        worker_pool="threads",
+        worker_concurrency=s.worker_threads,
+        # Prefetch no more than one message per thread: a dead worker strands less.
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        task_default_queue="dialer.dial",
+        task_queues=[Queue("dialer.control"), Queue("dialer.events"), Queue("dialer.dial")],
+        task_routes={
+            "dialer.tick": {"queue": "dialer.control"},
+            "dialer.sweep": {"queue": "dialer.control"},
+            "dialer.apply_event": {"queue": "dialer.events"},
+            "dialer.dial": {"queue": "dialer.dial"},
+        },
+        # Beat only wakes the database-driven ticks; running two beats just ticks more
+        # often, which changes nothing (see dialer.tasks).
+        beat_schedule={
+            "tick": {
+                "task": "dialer.tick",
+                "schedule": TICK_SECONDS,
+                "options": {"expires": 5 * TICK_SECONDS},
+            },
+            "sweep": {
+                "task": "dialer.sweep",
+                "schedule": SWEEP_SECONDS,
+                "options": {"expires": 3 * SWEEP_SECONDS},
+            },
+        },
+        worker_hijack_root_logger=True,
+        timezone="UTC",
+    )
+
+
+configure(settings.get())
+
+
+@worker_init.connect
+def _check_settings(**_: Any) -> None:
+    """A worker without carrier credentials or a callback URL cannot dial: say so at start."""
+    settings.get().require(
+        "CATAPULT_USER_ID",
+        "CATAPULT_API_TOKEN",
+        "CATAPULT_API_SECRET",
+        "DIALER_CALLBACK_URL",
+        "DIALER_CALLBACK_SECRET",
+    )

@@ -1,0 +1,161 @@
+"""Tasks run in this process against real PostgreSQL, the private Redis and the simulator.
+
+Each test commits (tasks own their transactions), so it takes ``clean_db``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from dialer import api, clock, db, pacing, settings, tasks
+from dialer.carrier.simulator import SimConfig, Simulator
+from dialer.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
+
+
+@pytest.fixture
+def sim(test_settings: settings.Settings, clean_db: None) -> Iterator[Simulator]:
+    simulator = Simulator(SimConfig(answer_delay=0.01, talk_time=0.01, ambiguous_hold=3.0))
+    url = simulator.start()
+    settings.override(dataclasses.replace(test_settings, catapult_api_url=url))
+    tasks.reset_clients()
+    redis.Redis.from_url(test_settings.redis_url).delete(pacing.HOLD_KEY)
+    yield simulator
+    simulator.stop()
+    settings.override(test_settings)
+    tasks.reset_clients()
+    clock.set_source(None)
+
+
+def campaign_with(numbers: list[str], **options) -> int:
+    report = api.create_campaign(
+        "t", "+19195550000", [{"phone": n, "k": "v"} for n in numbers], **options
+    )
+    with db.session_scope() as session:
+        session.get(Campaign, report["id"]).state = CampaignState.RUNNING
+    return report["id"]
+
+
+def release_and_dial(campaign_id: int) -> list[int]:
+    ids = tasks.release(campaign_id)
+    for attempt_id in ids:
+        tasks.dial.run(attempt_id)
+    return ids
+
+
+def attempt(attempt_id: int) -> Attempt:
+    with db.session_scope() as session:
+        return session.get(Attempt, attempt_id)
+
+
+def contact_of(attempt_id: int) -> Contact:
+    with db.session_scope() as session:
+        return session.get(Contact, session.get(Attempt, attempt_id).contact_id)
+
+
+def test_dial_creates_one_call_with_the_tag_and_callback_urls(sim: Simulator) -> None:
+    cid = campaign_with(["+19192000001"], tag_fields=["k"], call_timeout=20)
+    [aid] = release_and_dial(cid)
+    [call] = sim.calls()
+    a = attempt(aid)
+    assert a.status == AttemptStatus.CREATED and a.call_id == call["id"]
+    assert json.loads(call["tag"]) == {"attempt": aid, "campaign": cid, "k": "v"}
+    assert call["callback_url"].endswith("/callbacks/catapult")
+    assert "test-callback-secret" not in call["callback_url"], "the record hides userinfo"
+    assert contact_of(aid).attempts == 1
+    tasks.dial.run(aid)  # a repeated message
+    assert len(sim.calls()) == 1, "a repeated dial task must not dial again"
+
+
+def test_temporary_carrier_error_requeues_without_counting(sim: Simulator) -> None:
+    sim.configure(fault_503=1.0)
+    cid = campaign_with(["+19192000002"])
+    [aid] = release_and_dial(cid)
+    a = attempt(aid)
+    assert a.status == AttemptStatus.QUEUED and a.not_before is not None and a.sends == 1
+    assert sim.calls() == [] and contact_of(aid).attempts == 0
+    sim.configure(fault_503=0.0)
+    clock.set_source(lambda: a.not_before + timedelta(seconds=1))
+    tasks.dial.run(aid)
+    assert attempt(aid).status == AttemptStatus.CREATED and len(sim.calls()) == 1
+
+
+def test_rate_limit_holds_the_whole_fleet(sim: Simulator, test_settings) -> None:
+    sim.configure(fault_429=1.0)
+    cid = campaign_with(["+19192000003"])
+    [aid] = release_and_dial(cid)
+    assert attempt(aid).status == AttemptStatus.QUEUED
+    hold = redis.Redis.from_url(test_settings.redis_url).get(pacing.HOLD_KEY)
+    assert hold is not None, "a 429 must hold every worker, shared in Redis"
+
+
+def test_refused_destination_fails_contact(sim: Simulator) -> None:
+    sim.configure(refused_prefixes=("+1919200009",))
+    cid = campaign_with(["+19192000091", "+19192000004"])
+    ids = release_and_dial(cid)
+    statuses = sorted(contact_of(i).status for i in ids)
+    assert statuses == ["dialing", "failed"]
+
+
+def test_out_of_credit_pauses_campaign(sim: Simulator) -> None:
+    sim.configure(credit=0)
+    cid = campaign_with(["+19192000005", "+19192000006"])
+    release_and_dial(cid)
+    st = api.status(cid)
+    assert st["state"] == "paused" and "insufficient-available-balance" in st["state_reason"]
+    assert st["contacts"]["pending"] == 2 and sim.calls() == []
+
+
+def test_ambiguous_create_is_reconciled_not_redialed(sim: Simulator) -> None:
+    sim.configure(fault_ambiguous=1.0)
+    cid = campaign_with(["+19192000007"], call_timeout=10)
+    [aid] = release_and_dial(cid)
+    assert attempt(aid).status == AttemptStatus.UNKNOWN
+    sim.configure(fault_ambiguous=0.0)
+    assert tasks.reconcile(clock.now()) == 0, "too early: the call may still ring"
+    later = clock.now() + timedelta(seconds=10) + tasks.RECONCILE_MARGIN + timedelta(seconds=1)
+    assert tasks.reconcile(later) == 1
+    [call] = sim.calls()
+    a = attempt(aid)
+    assert a.status in (AttemptStatus.CREATED, AttemptStatus.ANSWERED) and a.call_id == call["id"]
+    assert tasks.release(cid) == [], "nothing is dialed again"
+
+
+def test_lost_claim_with_no_call_is_dialed_again(sim: Simulator) -> None:
+    cid = campaign_with(["+19192000008"])
+    [aid] = tasks.release(cid)
+    with db.session_scope() as session:  # a worker claimed it and died before sending
+        from dialer import attempts
+
+        attempts.claim_for_send(session, aid, clock.now(), timedelta(seconds=1))
+    later = clock.now() + timedelta(minutes=5)
+    assert tasks.sweep.run() is not None
+    with db.session_scope() as session:
+        from dialer import attempts
+
+        assert attempts.expire_leases(session, later) == 1
+    assert tasks.reconcile(later) == 1
+    assert attempt(aid).status == AttemptStatus.WITHDRAWN
+    assert contact_of(aid).status == "pending" and contact_of(aid).attempts == 0
+    assert len(release_and_dial(cid)) == 1 and len(sim.calls()) == 1
+
+
+def test_tick_completes_a_finished_campaign(sim: Simulator) -> None:
+    cid = campaign_with(["not a number"])
+    tasks.tick.run()
+    assert api.status(cid)["state"] == "completed"
+
+
+def test_stale_queued_work_is_published_again(sim: Simulator) -> None:
+    cid = campaign_with(["+19192000009"])
+    [aid] = tasks.release(cid)  # its message is "lost": nobody runs it
+    assert tasks.republish_stale(clock.now()) == 0
+    assert tasks.republish_stale(clock.now() + tasks.STALE_QUEUED * 2) == 1
+    with db.session_scope() as session:
+        assert session.scalars(select(Attempt.status).where(Attempt.id == aid)).one() == "queued"
