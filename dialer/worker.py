@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
-from kombu import Queue
+from celery.signals import celeryd_init
+from kombu import Exchange, Queue
 
 from dialer import settings
 
+QUEUES = ("dialer.control", "dialer.events", "dialer.dial")
 TICK_SECONDS = 1.0
 SWEEP_SECONDS = 10.0
 
@@ -48,7 +49,9 @@ def configure(s: settings.Settings) -> None:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
         task_default_queue="dialer.dial",
-        task_queues=[Queue("dialer.control"), Queue("dialer.events"), Queue("dialer.dial")],
+        # Each queue with its own exchange and key: declared bare, all three would bind
+        # the default key and every message would land in all of them.
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         task_routes={
             "dialer.tick": {"queue": "dialer.control"},
             "dialer.sweep": {"queue": "dialer.control"},
@@ -77,13 +80,17 @@ def configure(s: settings.Settings) -> None:
 configure(settings.get())
 
 
-@worker_init.connect
+@celeryd_init.connect
 def _check_settings(**_: Any) -> None:
     """A worker without carrier credentials or a callback URL cannot dial: say so at start."""
-    settings.get().require(
-        "CATAPULT_USER_ID",
-        "CATAPULT_API_TOKEN",
-        "CATAPULT_API_SECRET",
-        "DIALER_CALLBACK_URL",
-        "DIALER_CALLBACK_SECRET",
-    )
+    try:
+        settings.get().require(
+            "CATAPULT_USER_ID",
+            "CATAPULT_API_TOKEN",
+            "CATAPULT_API_SECRET",
+            "DIALER_CALLBACK_URL",
+            "DIALER_CALLBACK_SECRET",
+        )
+    except settings.SettingsError as exc:
+        # Celery logs and swallows an Exception from a signal handler; SystemExit stops it.
+        raise SystemExit(f"dialer worker: {exc}") from None
