@@ -1,0 +1,165 @@
+"""The admin CLI as scripts use it: real subprocesses against the test database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dialer import settings
+
+
+def dialer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dialer.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def contacts(tmp_csv) -> Path:
+    return tmp_csv(
+        [
+            ["phone", "name", "status"],
+            ["(919) 200-0001", "Ann", "vip"],
+            ["nope", "Bob", "x"],
+            ["+19192000001", "Ann again", "y"],
+            ["+19192000002", "Cy", "z"],
+        ]
+    )
+
+
+def test_create_status_export_list(
+    contacts: Path, clean_db: None, tmp_path: Path, test_settings: settings.Settings
+) -> None:
+    env = {"DIALER_DATABASE_URL": test_settings.database_url}
+    out = dialer(
+        "campaign",
+        "create",
+        "--name",
+        "cli",
+        "--from",
+        "+19195550000",
+        "--contacts",
+        str(contacts),
+        "--tag-field",
+        "name",
+        "--json",
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert {k: report[k] for k in ("rows", "imported", "invalid", "duplicate", "suppressed")} == {
+        "rows": 4,
+        "imported": 2,
+        "invalid": 1,
+        "duplicate": 1,
+        "suppressed": 0,
+    }
+    cid = str(report["id"])
+
+    status = json.loads(dialer("campaign", "status", cid, "--json", env=env).stdout)
+    assert status["state"] == "draft" and status["total"] == 4
+    assert status["contacts"]["pending"] == 2 and status["contacts"]["invalid"] == 1
+
+    export = dialer("campaign", "export", cid, env=env)
+    rows = list(csv.DictReader(io.StringIO(export.stdout)))
+    assert list(rows[0])[:8] == [
+        "contact_id",
+        "phone",
+        "e164",
+        "status",
+        "attempts",
+        "call_id",
+        "result",
+        "cause",
+    ]
+    assert [r["phone"] for r in rows] == ["(919) 200-0001", "nope", "+19192000001", "+19192000002"]
+    assert rows[1]["status"] == "invalid" and rows[0]["e164"] == "+19192000001"
+    assert rows[0]["name"] == "Ann" and rows[0]["context.status"] == "vip", (
+        "a context column named like a built-in one keeps its value under a prefix"
+    )
+
+    target = tmp_path / "out.csv"
+    assert dialer("campaign", "export", cid, "-o", str(target), env=env).returncode == 0
+    assert target.read_text().count("\n") == 5
+
+    listed = json.loads(dialer("campaign", "list", "--json", env=env).stdout)
+    assert [c["id"] for c in listed] == [report["id"]]
+
+    cancelled = dialer("campaign", "cancel", cid, env=env)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    again = dialer("campaign", "start", cid, env=env)
+    assert again.returncode == 1 and "cancelled" in again.stderr
+
+
+def test_bad_input_is_named(contacts: Path, tmp_csv, test_settings) -> None:
+    env = {"DIALER_DATABASE_URL": test_settings.database_url}
+    bad_from = dialer(
+        "campaign",
+        "create",
+        "--name",
+        "x",
+        "--from",
+        "919555",
+        "--contacts",
+        str(contacts),
+        env=env,
+    )
+    assert bad_from.returncode == 1 and "--from" in bad_from.stderr
+    no_column = tmp_csv([["number"], ["+19192000001"]], name="other.csv")
+    missing = dialer(
+        "campaign",
+        "create",
+        "--name",
+        "x",
+        "--from",
+        "+19195550000",
+        "--contacts",
+        str(no_column),
+        env=env,
+    )
+    assert missing.returncode == 1 and "phone" in missing.stderr
+    unknown = dialer("campaign", "status", "99999", env=env)
+    assert unknown.returncode == 1 and "99999" in unknown.stderr
+    bad_tag = dialer(
+        "campaign",
+        "create",
+        "--name",
+        "x",
+        "--from",
+        "+19195550000",
+        "--contacts",
+        str(contacts),
+        "--tag-field",
+        "nosuch",
+        env=env,
+    )
+    assert bad_tag.returncode == 1 and "nosuch" in bad_tag.stderr
+
+
+def test_malformed_setting_is_reported_by_name() -> None:
+    out = dialer("campaign", "list", env={"DIALER_ACCOUNT_CPS": "fast"})
+    assert out.returncode == 2 and "DIALER_ACCOUNT_CPS" in out.stderr
+
+
+def test_worker_refuses_to_start_without_credentials(tmp_path: Path) -> None:
+    env = {**os.environ, "CATAPULT_API_SECRET": ""}
+    out = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "dialer", "worker", "--loglevel=WARNING"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert out.returncode != 0 and "CATAPULT_API_SECRET" in (out.stdout + out.stderr)
