@@ -47,6 +47,14 @@ from dialer.models import CallEvent as CallEventRow
 log = logging.getLogger(__name__)
 
 TAG_LIMIT = 256  # catapult-v1.md: stay at or under 256 characters
+# ``lease_until`` is the time by which an attempt should have moved on; past it, the
+# sweep looks. For ``sending``, the claim's lease. For ``created``, the call's ringing
+# time (callTimeout) plus a grace; for ``answered``, the next time to ask the carrier
+# whether the call is still up. Both catch calls whose callbacks were lost (a broker
+# restart, a receiver outage longer than the carrier's retries) by reading the call.
+DEFAULT_CALL_TIMEOUT = 60  # catapult-v1.md: callTimeout default
+GRACE = timedelta(seconds=30)
+LIVE_RECHECK = timedelta(minutes=15)
 RESERVED_TAG_KEYS = frozenset({"attempt", "campaign"})
 
 
@@ -288,11 +296,13 @@ def record_created(session: Session, attempt_id: int, call_id: str, now: datetim
             call_id,
         )
         return
-    _adopt(contact, attempt, call_id, now)
+    _adopt(session, contact, attempt, call_id, now)
     _apply_orphans(session, contact, attempt, now)
 
 
-def _adopt(contact: Contact, attempt: Attempt, call_id: str, now: datetime) -> None:
+def _adopt(
+    session: Session, contact: Contact, attempt: Attempt, call_id: str, now: datetime
+) -> None:
     if attempt.status == AttemptStatus.WITHDRAWN:
         # Reconciliation found no call and released the contact, yet the call exists.
         log.error(
@@ -300,7 +310,9 @@ def _adopt(contact: Contact, attempt: Attempt, call_id: str, now: datetime) -> N
         )
     attempt.call_id = call_id
     attempt.created_at = attempt.created_at or now
-    attempt.lease_until = None
+    campaign = session.get(Campaign, attempt.campaign_id)
+    ring = (campaign.call_timeout if campaign else None) or DEFAULT_CALL_TIMEOUT
+    attempt.lease_until = now + timedelta(seconds=ring) + GRACE
     if attempt.status in (
         AttemptStatus.SENDING,
         AttemptStatus.UNKNOWN,
@@ -396,6 +408,36 @@ def expire_leases(session: Session, now: datetime) -> int:
     ).rowcount
 
 
+def overdue_calls(session: Session, now: datetime, limit: int) -> list[tuple[int, str]]:
+    """Created or answered attempts past their deadline: (attempt id, call id)."""
+    return [
+        (aid, call_id)
+        for aid, call_id in session.execute(
+            select(Attempt.id, Attempt.call_id)
+            .where(
+                Attempt.status.in_([AttemptStatus.CREATED, AttemptStatus.ANSWERED]),
+                Attempt.lease_until < now,
+            )
+            .order_by(Attempt.lease_until)
+            .limit(limit)
+        ).all()
+        if call_id is not None
+    ]
+
+
+def check_again(session: Session, attempt_id: int, at: datetime) -> None:
+    """The carrier says the call is still up: look again at ``at``."""
+    session.execute(
+        update(Attempt)
+        .where(
+            Attempt.id == attempt_id,
+            Attempt.status.in_([AttemptStatus.CREATED, AttemptStatus.ANSWERED]),
+        )
+        .values(lease_until=at)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def resolve_unknown(session: Session, attempt_id: int, call_id: str | None, now: datetime) -> None:
     """Settle an ambiguous attempt from what the carrier shows.
 
@@ -409,7 +451,7 @@ def resolve_unknown(session: Session, attempt_id: int, call_id: str | None, now:
     if attempt.status != AttemptStatus.UNKNOWN:
         return
     if call_id is not None:
-        _adopt(contact, attempt, call_id, now)
+        _adopt(session, contact, attempt, call_id, now)
         _apply_orphans(session, contact, attempt, now)
         return
     attempt.status, attempt.error = AttemptStatus.WITHDRAWN, "no such call at the carrier"
@@ -480,7 +522,7 @@ def _apply(
     if event.event_type not in STATUS_EVENTS:
         return "ignored"
     if attempt.call_id is None and event.call_id:
-        _adopt(contact, attempt, event.call_id, now)
+        _adopt(session, contact, attempt, event.call_id, now)
     at = event.time or now
     if event.event_type == "answer":
         if attempt.answered_at is not None:
@@ -497,6 +539,7 @@ def _apply(
         attempt.ended_at = at
     if attempt.status == AttemptStatus.CREATED and attempt.answered_at is not None:
         attempt.status = AttemptStatus.ANSWERED
+        attempt.lease_until = now + LIVE_RECHECK
     if attempt.status in (AttemptStatus.CREATED, AttemptStatus.ANSWERED):
         if attempt.hangup_cause is not None or attempt.timed_out_at is not None:
             _finish(session, contact, attempt, now)
@@ -518,6 +561,7 @@ def _finish(session: Session, contact: Contact, attempt: Attempt, now: datetime)
     attempt.status = AttemptStatus.ENDED
     attempt.result, attempt.cause = result.result, result.cause
     attempt.ended_at = attempt.ended_at or attempt.timed_out_at or now
+    attempt.lease_until = None
     if not _is_current(contact, attempt):
         return
     campaign = session.get(Campaign, attempt.campaign_id)

@@ -45,8 +45,8 @@ MAX_RELEASE = 2000  # attempts one tick releases per campaign, at most
 MAX_WAIT = 1.0  # a dial waits this long for its slot in a thread; longer, it comes back
 MAX_COUNTDOWN = 30.0
 STALE_QUEUED = timedelta(seconds=30)  # queued this long and nobody ran it: publish again
-RECONCILE_MARGIN = timedelta(seconds=30)
-DEFAULT_CALL_TIMEOUT = 60  # catapult-v1.md: callTimeout default
+RECONCILE_MARGIN = attempts.GRACE
+DEFAULT_CALL_TIMEOUT = attempts.DEFAULT_CALL_TIMEOUT
 
 _retry_db = {"autoretry_for": (DBAPIError,), "retry_backoff": True, "max_retries": 8}
 
@@ -253,6 +253,7 @@ def sweep() -> dict[str, int]:
         report["leases_expired"] = attempts.expire_leases(session, now)
     report["republished"] = republish_stale(now)
     report["reconciled"] = reconcile(now)
+    report["calls_recovered"] = recover_overdue(now)
     with db.session_scope() as session:
         report["orphans_adopted"] = attempts.adopt_orphans(session, now, timedelta(seconds=5))
     if any(report.values()):
@@ -323,6 +324,37 @@ def reconcile(now: datetime, limit: int = 200) -> int:
             attempts.resolve_unknown(session, attempt_id, call_id, clock.now())
         settled += 1
     return settled
+
+
+def recover_overdue(now: datetime, limit: int = 200) -> int:
+    """Calls past their deadline with no ending recorded: their callbacks were lost
+    (a broker restart, a receiver outage longer than the carrier's retries). Read each
+    call from the carrier; a finished one is settled from the events it lists."""
+    with db.session_scope() as session:
+        overdue = attempts.overdue_calls(session, now, limit)
+    recovered = 0
+    for attempt_id, call_id in overdue:
+        try:
+            call = carrier().get_call(call_id)
+            log_ = (
+                carrier().get_call_events(call_id)
+                if call.get("state") in ("completed", "rejected")
+                else []
+            )
+        except CarrierError as exc:
+            log.warning("cannot read call %s of attempt %s yet: %s", call_id, attempt_id, exc)
+            with db.session_scope() as session:
+                attempts.check_again(session, attempt_id, now + attempts.GRACE)
+            continue
+        with db.session_scope() as session:
+            if call.get("state") in ("completed", "rejected"):
+                for event in events.from_call(call, log_):
+                    attempts.apply_event(session, event, now, now)
+                recovered += 1
+            else:
+                still = attempts.LIVE_RECHECK if call.get("state") == "active" else attempts.GRACE
+                attempts.check_again(session, attempt_id, now + still)
+    return recovered
 
 
 def _find_call(

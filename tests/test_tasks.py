@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from dialer import api, clock, db, pacing, settings, tasks
 from dialer.carrier.simulator import SimConfig, Simulator
+from dialer.fleet import wait_until
 from dialer.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
 
 
@@ -159,3 +160,36 @@ def test_stale_queued_work_is_published_again(sim: Simulator) -> None:
     assert tasks.republish_stale(clock.now() + tasks.STALE_QUEUED * 2) == 1
     with db.session_scope() as session:
         assert session.scalars(select(Attempt.status).where(Attempt.id == aid)).one() == "queued"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "result", "status"),
+    [
+        ("busy", "busy", "pending"),
+        ("answered", "answered", "answered"),
+        ("rejected", "rejected", "unanswered"),
+    ],
+)
+def test_call_whose_callbacks_were_lost_is_read_back(
+    sim: Simulator, outcome, result, status
+) -> None:
+    # DIALER_CALLBACK_URL points at a closed port here: no callback ever arrives.
+    sim.configure(callback_retries=0, outcome_by_number={"+19192000010": [outcome]})
+    cid = campaign_with(["+19192000010"], call_timeout=10)
+    [aid] = release_and_dial(cid)
+    wait_until(lambda: sim.calls()[0]["state"] in ("completed", "rejected"), 10)
+    assert tasks.recover_overdue(clock.now()) == 0, "not overdue yet: it may still ring"
+    later = clock.now() + timedelta(seconds=10) + tasks.RECONCILE_MARGIN + timedelta(seconds=1)
+    assert tasks.recover_overdue(later) == 1
+    a = attempt(aid)
+    assert (a.status, a.result, contact_of(aid).status) == ("ended", result, status)
+
+
+def test_call_still_ringing_is_checked_again_later(sim: Simulator) -> None:
+    sim.configure(outcome_by_number={"+19192000011": ["silent"]})
+    cid = campaign_with(["+19192000011"], call_timeout=10)
+    [aid] = release_and_dial(cid)
+    later = clock.now() + timedelta(minutes=5)
+    assert tasks.recover_overdue(later) == 0
+    a = attempt(aid)
+    assert a.status == AttemptStatus.CREATED and a.lease_until > later

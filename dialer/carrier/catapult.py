@@ -539,6 +539,20 @@ class CatapultClient:
             )
         return body
 
+    def get_call_events(self, call_id: str) -> list[dict[str, Any]]:
+        """The call's events as the carrier lists them: ``[{id, time, name, data}]``."""
+        response = self._send("GET", self._call_path(call_id) + "/events")
+        if response.status_code != 200:
+            raise self._error(response, creates=False)
+        body = _json_or_none(response)
+        if not isinstance(body, list):
+            raise CarrierError(
+                Action.RETRY,
+                f"GET {self._calls_path}/…/events: the answer was not a JSON array",
+                status=response.status_code,
+            )
+        return [item for item in body if isinstance(item, dict)]
+
     def list_calls(
         self,
         *,

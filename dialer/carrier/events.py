@@ -83,3 +83,45 @@ def attempt_id_from_tag(tag: Any) -> int | None:
         return None
     value = decoded.get("attempt") if isinstance(decoded, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def from_call(call: dict[str, Any], log: list[dict[str, Any]]) -> list[CallEvent]:
+    """A finished call's events as read back from the carrier, for callbacks that never
+    arrived: the listed events (``{id, time, name, data}``), plus the ending its state
+    implies when the list has no hangup (catapult-v1.md, "Read calls")."""
+    call_id = call.get("id")
+    found: list[CallEvent] = []
+    for item in log:
+        data = item.get("data")
+        payload = dict(data) if isinstance(data, dict) else {}
+        payload.setdefault("eventType", item.get("name"))
+        payload.setdefault("callId", call_id)
+        payload.setdefault("time", item.get("time"))
+        try:
+            found.append(parse(payload))
+        except BadEvent:
+            continue
+    kinds = {e.event_type for e in found}
+    state = call.get("state")
+    if state in ("completed", "rejected") and "hangup" not in kinds:
+        answered = bool(call.get("activeTime")) or "answer" in kinds
+        if answered and "answer" not in kinds:
+            found.append(
+                parse({"eventType": "answer", "callId": call_id, "time": call.get("activeTime")})
+            )
+        cause = (
+            "CALL_REJECTED"
+            if state == "rejected"
+            else ("NORMAL_CLEARING" if answered else "NO_ANSWER")
+        )
+        found.append(
+            parse(
+                {
+                    "eventType": "hangup",
+                    "callId": call_id,
+                    "cause": cause,
+                    "time": call.get("endTime"),
+                }
+            )
+        )
+    return found
