@@ -74,7 +74,8 @@ def celery_handover(payload: dict[str, Any], received_at: str) -> None:
             },
         )
     except Exception as exc:  # kombu raises a variety of connection errors
-        raise HandoverFailed(type(exc).__name__) from None
+        # The message names the broker's host and port, never its password.
+        raise HandoverFailed(f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 class Receiver:

@@ -38,9 +38,11 @@ def configure(s: settings.Settings) -> None:
         # With a prefork pool, a child killed by a signal would otherwise be acked and
         # its task lost; with it, the task is requeued (the sweep is the backstop).
         task_reject_on_worker_lost=True,
-        # A late-acked task that was running when the broker connection dropped is
-        # redelivered anyway: cancel it rather than let it run on twice.
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Not cancelling running tasks when the broker connection drops: the thread
+        # pool cannot kill a job (Celery then dies with NotImplementedError), and a
+        # late-acked task that runs on and is redelivered is harmless here, since
+        # every task is idempotent.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # The work is I/O (carrier requests, database): threads, many per process.
         worker_pool="threads",
         worker_concurrency=s.worker_threads,
