@@ -50,8 +50,9 @@ TAG_LIMIT = 256  # catapult-v1.md: stay at or under 256 characters
 # ``lease_until`` is the time by which an attempt should have moved on; past it, the
 # sweep looks. For ``sending``, the claim's lease. For ``created``, the call's ringing
 # time (callTimeout) plus a grace; for ``answered``, the next time to ask the carrier
-# whether the call is still up. Both catch calls whose callbacks were lost (a broker
-# restart, a receiver outage longer than the carrier's retries) by reading the call.
+# whether the call is still up (after GRACE, then doubling up to LIVE_RECHECK, so a
+# long conversation costs a few reads). Both catch calls whose callbacks were lost (a
+# broker restart, a receiver outage longer than the carrier's retries).
 DEFAULT_CALL_TIMEOUT = 60  # catapult-v1.md: callTimeout default
 GRACE = timedelta(seconds=30)
 LIVE_RECHECK = timedelta(minutes=15)
@@ -425,8 +426,15 @@ def overdue_calls(session: Session, now: datetime, limit: int) -> list[tuple[int
     ]
 
 
-def check_again(session: Session, attempt_id: int, at: datetime) -> None:
-    """The carrier says the call is still up: look again at ``at``."""
+def check_again(session: Session, attempt_id: int, now: datetime) -> None:
+    """The carrier says the call is still up: look again later, backing off."""
+    since = session.scalar(
+        select(func.coalesce(Attempt.answered_at, Attempt.created_at)).where(
+            Attempt.id == attempt_id
+        )
+    )
+    age = (now - since) if since is not None else GRACE
+    at = now + min(LIVE_RECHECK, max(GRACE, age))
     session.execute(
         update(Attempt)
         .where(
@@ -539,13 +547,41 @@ def _apply(
         attempt.ended_at = at
     if attempt.status == AttemptStatus.CREATED and attempt.answered_at is not None:
         attempt.status = AttemptStatus.ANSWERED
-        attempt.lease_until = now + LIVE_RECHECK
+        attempt.lease_until = now + GRACE
     if attempt.status in (AttemptStatus.CREATED, AttemptStatus.ANSWERED):
-        if attempt.hangup_cause is not None or attempt.timed_out_at is not None:
+        if _unconfirmed(attempt):
+            # Normal clearing with no answer seen: the answer may have been lost on the
+            # way (a broker restart). Dialing again now could call someone who already
+            # answered, so the sweep reads the call from the carrier first.
+            attempt.lease_until = now
+        elif attempt.hangup_cause is not None or attempt.timed_out_at is not None:
             _finish(session, contact, attempt, now)
     elif attempt.status == AttemptStatus.ENDED:
         _revise(contact, attempt)
     return "applied"
+
+
+def _unconfirmed(attempt: Attempt) -> bool:
+    return (
+        attempt.hangup_cause == "NORMAL_CLEARING"
+        and attempt.answered_at is None
+        and attempt.timed_out_at is None
+    )
+
+
+def settle(session: Session, attempt_id: int, now: datetime) -> bool:
+    """End a call whose hangup is known, once the carrier's record has been read (or
+    could not be, for long): whatever facts are in by now decide the outcome."""
+    locked = _lock(session, attempt_id)
+    if locked is None:
+        return False
+    contact, attempt = locked
+    if attempt.status not in (AttemptStatus.CREATED, AttemptStatus.ANSWERED):
+        return False
+    if attempt.hangup_cause is None and attempt.timed_out_at is None:
+        return False
+    _finish(session, contact, attempt, now)
+    return True
 
 
 def _outcome(attempt: Attempt) -> rules.Outcome:

@@ -43,8 +43,9 @@ def outcome(*, answered: bool, timed_out: bool, hangup_cause: str | None) -> Out
     It depends only on the set of facts, never on the order they arrived in, so a
     hangup before its answer, a timeout after its hangup, or an event twice all give the
     clean sequence's result. An answer wins over everything; a timeout means no answer.
-    A hangup with NORMAL_CLEARING and no answer seen is counted as no answer: if its
-    answer arrives late, ``dialer.attempts`` upgrades the result to answered.
+    A hangup with NORMAL_CLEARING and no answer seen is counted as no answer, but only
+    once the carrier's own record of the call confirms it (``dialer.attempts`` holds
+    it until then); an answer that arrives later still upgrades the result.
     """
     cause = hangup_cause
     if answered:

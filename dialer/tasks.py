@@ -47,6 +47,7 @@ MAX_COUNTDOWN = 30.0
 STALE_QUEUED = timedelta(seconds=30)  # queued this long and nobody ran it: publish again
 RECONCILE_MARGIN = attempts.GRACE
 DEFAULT_CALL_TIMEOUT = attempts.DEFAULT_CALL_TIMEOUT
+UNCONFIRMED_LIMIT = timedelta(minutes=10)  # a held hangup is settled without the carrier
 
 _retry_db = {"autoretry_for": (DBAPIError,), "retry_backoff": True, "max_retries": 8}
 
@@ -344,17 +345,25 @@ def recover_overdue(now: datetime, limit: int = 200) -> int:
         except CarrierError as exc:
             log.warning("cannot read call %s of attempt %s yet: %s", call_id, attempt_id, exc)
             with db.session_scope() as session:
-                attempts.check_again(session, attempt_id, now + attempts.GRACE)
+                attempts.check_again(session, attempt_id, now)
+                # A hangup held for confirmation is not held forever.
+                if _held_since(session, attempt_id) < now - UNCONFIRMED_LIMIT:
+                    attempts.settle(session, attempt_id, now)
             continue
         with db.session_scope() as session:
             if call.get("state") in ("completed", "rejected"):
                 for event in events.from_call(call, log_):
                     attempts.apply_event(session, event, now, now)
+                attempts.settle(session, attempt_id, now)
                 recovered += 1
             else:
-                still = attempts.LIVE_RECHECK if call.get("state") == "active" else attempts.GRACE
-                attempts.check_again(session, attempt_id, now + still)
+                attempts.check_again(session, attempt_id, now)
     return recovered
+
+
+def _held_since(session: Any, attempt_id: int) -> datetime:
+    ended = session.scalar(select(Attempt.ended_at).where(Attempt.id == attempt_id))
+    return ended or clock.now()
 
 
 def _find_call(

@@ -396,3 +396,15 @@ def test_tag_stays_within_256_characters() -> None:
     decoded = json.loads(tag)
     assert len(tag) <= 256
     assert decoded == {"attempt": 123, "campaign": 4, "a": "x" * 100, "c": "z"}
+
+
+def test_normal_clearing_without_answer_waits_for_the_carriers_record(session: Session) -> None:
+    campaign = make_campaign(session, n=1)
+    attempt = sent_attempt(session, campaign, "c-1")
+    apply(session, event("hangup", cause="NORMAL_CLEARING"), now=T0)
+    a_status, *_, c_status, due, made, _ = rows(session, attempt)
+    assert (a_status, c_status) == ("created", "dialing"), "no retry before confirmation"
+    assert attempts.overdue_calls(session, T0 + timedelta(seconds=1), 10) == [(attempt.id, "c-1")]
+    assert attempts.settle(session, attempt.id, T0)
+    assert rows(session, attempt)[1] == "no-answer"
+    assert rows(session, attempt)[7] == ContactStatus.PENDING

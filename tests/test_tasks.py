@@ -14,7 +14,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from dialer import api, clock, db, pacing, settings, tasks
+from dialer import api, attempts, clock, db, pacing, settings, tasks
 from dialer.carrier.simulator import SimConfig, Simulator
 from dialer.fleet import wait_until
 from dialer.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
@@ -192,4 +192,22 @@ def test_call_still_ringing_is_checked_again_later(sim: Simulator) -> None:
     later = clock.now() + timedelta(minutes=5)
     assert tasks.recover_overdue(later) == 0
     a = attempt(aid)
-    assert a.status == AttemptStatus.CREATED and a.lease_until > later
+    assert a.status == AttemptStatus.CREATED and a.lease_until >= later + attempts.GRACE
+
+
+def test_lost_answer_is_found_before_dialing_again(sim: Simulator) -> None:
+    # The answer callback never arrives (the callback URL is closed here); the hangup,
+    # normal clearing, does: the carrier's record must decide, not a retry.
+    sim.configure(callback_retries=0, outcome_by_number={"+19192000012": ["answered"]})
+    cid = campaign_with(["+19192000012"])
+    [aid] = release_and_dial(cid)
+    call_id = attempt(aid).call_id
+    wait_until(lambda: sim.calls()[0]["state"] == "completed", 10)
+    tasks.apply_event.run(
+        {"eventType": "hangup", "callId": call_id, "cause": "NORMAL_CLEARING"},
+        clock.now().isoformat(),
+    )
+    assert contact_of(aid).status == "dialing"
+    assert tasks.recover_overdue(clock.now() + timedelta(seconds=1)) == 1
+    a = attempt(aid)
+    assert (a.status, a.result, contact_of(aid).status) == ("ended", "answered", "answered")
