@@ -293,6 +293,7 @@ class _Call:
     log: list[dict] = field(default_factory=list)
     delivered: list[str] = field(default_factory=list)
     undelivered: list[str] = field(default_factory=list)
+    refused: int = 0  # callback requests the receiver answered with a 4xx
     outbox: deque[_Outgoing] = field(default_factory=deque)
     sending: bool = False
     held: list[_Outgoing] | None = None
@@ -309,6 +310,7 @@ class _Call:
             "callback_url": _without_userinfo(self.callback_url) if self.callback_url else None,
             "events": list(self.delivered),
             "undelivered": list(self.undelivered),
+            "refused": self.refused,
             "ambiguous": self.ambiguous,
         }
 
@@ -1015,6 +1017,9 @@ class Simulator:
             return False
         if 200 <= response.status_code < 300:
             return True
+        if 400 <= response.status_code < 500:
+            with self._lock:
+                call.refused += 1
         logger.debug(
             "%s callback of %s to %s answered %s",
             item.name,

@@ -1,0 +1,296 @@
+"""Chaos: a campaign through carrier faults, killed workers and a broker restart.
+
+    python benchmarks/chaos.py                 # 10,000 contacts
+    python benchmarks/chaos.py --contacts 1000 # the size the test suite runs
+
+Real processes on loopback: the simulator injecting ambiguous timeouts, 500s, 503s,
+rate-limit 403s, 429s, duplicate and reordered callbacks; the receiver; two workers,
+one of them SIGKILLed twice mid-run; beat; and a private Redis (no persistence) that
+is killed and restarted once, losing every queued message. It prints contacts,
+creates, extra dials, missing dials, contacts not final, events refused: all zero but
+the first two when nothing is lost or repeated.
+
+Needs PostgreSQL (``--database-url``; the database is dropped and created) and the
+``redis-server`` binary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from dialer.fleet import Fleet, RedisServer, free_port, wait_until
+from dialer.models import Attempt
+
+RETRYABLE = {"busy", "no-answer", "congestion"}
+FINAL = {"answered": "answered", "rejected": "unanswered", "unallocated": "failed"}
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class Report:
+    contacts: int
+    creates: int
+    extra_dials: int
+    missing_dials: int
+    not_final: int
+    events_refused: int
+    export_mismatches: int
+    unknown_calls: int
+    seconds: float
+    callbacks_undelivered: int
+
+
+def fresh_database(url: str) -> str:
+    u = make_url(url)
+    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{u.database}"'))
+    admin.dispose()
+    return u.render_as_string(hide_password=False)
+
+
+def expected_creates(outcomes: list[str]) -> int:
+    """How many calls the retry policy makes for this sequence of outcomes."""
+    for i, outcome in enumerate(outcomes[:MAX_ATTEMPTS]):
+        if outcome not in RETRYABLE:
+            return i + 1
+    return MAX_ATTEMPTS
+
+
+def run_chaos(
+    contacts: int,
+    workdir: Path,
+    database_url: str,
+    *,
+    cps: float = 60.0,
+    redis_down: float = 30.0,
+    timeout: float = 900.0,
+    log: callable = print,  # type: ignore[valid-type]
+) -> Report:
+    db_url = fresh_database(database_url)
+    redis = RedisServer(free_port())
+    redis.start()
+    env = {
+        "DIALER_DATABASE_URL": db_url,
+        "DIALER_BROKER_URL": redis.url,
+        "DIALER_REDIS_URL": redis.url,
+        "CATAPULT_USER_ID": "u-sim",
+        "CATAPULT_API_TOKEN": "sim-token",
+        "CATAPULT_API_SECRET": "sim-secret",
+        "DIALER_CALLBACK_SECRET": "chaos-secret",
+        "DIALER_ACCOUNT_CPS": str(cps),
+        "DIALER_NUMBER_CPS": str(cps),
+        "DIALER_HTTP_TIMEOUT": "2",
+    }
+    path = workdir / "contacts.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["phone", "ref"])
+        for i in range(contacts):
+            w.writerow(
+                [
+                    f"+1{212 + (i // 8_000_000) * 100}{200 + (i // 10_000) % 800:03d}"
+                    f"{i % 10_000:04d}",
+                    f"r{i}",
+                ]
+            )
+    engine = create_engine(db_url)
+    started = time.monotonic()
+    fleet = Fleet(workdir / "fleet", env)
+    try:
+        fleet.cli("db", "upgrade")
+        fleet.start_simulator(
+            "--outcomes",
+            "answered=0.5,busy=0.2,no-answer=0.15,rejected=0.1,congestion=0.05",
+            "--answer-delay",
+            "0.1",
+            "--talk-time",
+            "0.2",
+            "--no-answer-delay",
+            "0.5",
+            "--fault-ambiguous",
+            "0.03",
+            "--ambiguous-hold",
+            "4",
+            "--fault-500",
+            "0.02",
+            "--fault-503",
+            "0.02",
+            "--fault-rate-limit",
+            "0.02",
+            "--fault-429",
+            "0.02",
+            "--duplicate-callbacks",
+            "0.1",
+            "--reorder-callbacks",
+            "0.1",
+            "--callback-retries",
+            "8",
+            "--seed",
+            "3",
+        )
+        fleet.start_receiver()
+        fleet.start_worker("w1")
+        fleet.start_worker("w2")
+        fleet.start_beat()
+        report = json.loads(
+            fleet.cli(
+                "campaign",
+                "create",
+                "--name",
+                "chaos",
+                "--from",
+                "+19195550000",
+                "--contacts",
+                str(path),
+                "--max-attempts",
+                str(MAX_ATTEMPTS),
+                "--retry-delay",
+                "2",
+                "--call-timeout",
+                "10",
+                "--tag-field",
+                "ref",
+                "--json",
+            ).stdout
+        )
+        cid = str(report["id"])
+        fleet.cli("campaign", "start", cid)
+
+        def created() -> int:
+            with engine.connect() as conn:
+                return (
+                    conn.scalar(
+                        select(func.count())
+                        .select_from(Attempt)
+                        .where(Attempt.call_id.is_not(None))
+                    )
+                    or 0
+                )
+
+        expected_total = contacts * 1.5
+        for share, action in ((0.2, "kill"), (0.45, "redis"), (0.7, "kill")):
+            wait_until(
+                lambda s=share: created() >= expected_total * s,
+                timeout,
+                interval=0.2,
+                what=f"{share:.0%} of the calls",
+            )
+            if action == "kill":
+                log(f"SIGKILL worker w1 at {created()} calls")
+                fleet.kill("w1")
+                time.sleep(1)
+                fleet.start_worker("w1")
+            else:
+                log(f"Redis down for {redis_down:.0f} s at {created()} calls")
+                redis.stop()
+                time.sleep(redis_down)
+                redis.start()
+                log("Redis back, empty")
+
+        def finished() -> bool:
+            st = json.loads(fleet.cli("campaign", "status", cid, "--json").stdout)
+            return st["state"] == "completed"
+
+        wait_until(finished, timeout, interval=2, what="the campaign to complete")
+        seconds = time.monotonic() - started
+        export = list(csv.DictReader(io.StringIO(fleet.cli("campaign", "export", cid).stdout)))
+        calls = fleet.sim_calls()
+        with engine.connect() as conn:
+            ours = set(conn.scalars(select(Attempt.call_id).where(Attempt.call_id.is_not(None))))
+    except BaseException:
+        log(fleet.logs())
+        raise
+    finally:
+        fleet.close()
+        redis.stop()
+        engine.dispose()
+
+    by_number: dict[str, list[dict]] = defaultdict(list)
+    for call in sorted(calls, key=lambda c: c["created_at"]):
+        by_number[call["to"]].append(call)
+    extra = missing = mismatches = not_final = 0
+    for row in export:
+        made = by_number.get(row["e164"], [])
+        want = expected_creates([c["outcome"] for c in made]) if made else 1
+        extra += max(0, len(made) - want)
+        missing += max(0, want - len(made))
+        if row["status"] in ("pending", "dialing"):
+            not_final += 1
+        last = made[-1] if made else None
+        status = FINAL.get(last["outcome"], "unanswered") if last else None
+        if (
+            last is None
+            or row["call_id"] != last["id"]
+            or int(row["attempts"]) != len(made)
+            or row["status"] != status
+        ):
+            mismatches += 1
+    return Report(
+        contacts=len(export),
+        creates=len(calls),
+        extra_dials=extra,
+        missing_dials=missing,
+        not_final=not_final,
+        events_refused=sum(c.get("refused", 0) for c in calls),
+        export_mismatches=mismatches,
+        unknown_calls=len({c["id"] for c in calls} ^ ours),
+        seconds=round(seconds, 1),
+        callbacks_undelivered=sum(len(c.get("undelivered", [])) for c in calls),
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--contacts", type=int, default=10_000)
+    p.add_argument("--cps", type=float, default=100.0)
+    p.add_argument("--redis-down", type=float, default=30.0)
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "DIALER_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/dialer_chaos"
+        ),
+    )
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dialer-chaos-") as tmp:
+        report = run_chaos(
+            args.contacts,
+            Path(tmp),
+            args.database_url,
+            cps=args.cps,
+            redis_down=args.redis_down,
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
+    for key, value in asdict(report).items():
+        print(f"{key:>22}: {value}")
+    bad = (
+        report.extra_dials,
+        report.missing_dials,
+        report.not_final,
+        report.events_refused,
+        report.export_mismatches,
+        report.unknown_calls,
+    )
+    return 0 if not any(bad) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
