@@ -29,10 +29,9 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, func, select
 
-from dialer.fleet import Fleet, RedisServer, free_port, wait_until
+from dialer.fleet import Fleet, RedisServer, free_port, fresh_database, wait_until
 from dialer.models import Attempt
 
 RETRYABLE = {"busy", "no-answer", "congestion"}
@@ -52,16 +51,6 @@ class Report:
     unknown_calls: int
     seconds: float
     callbacks_undelivered: int
-
-
-def fresh_database(url: str) -> str:
-    u = make_url(url)
-    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{u.database}"'))
-    admin.dispose()
-    return u.render_as_string(hide_password=False)
 
 
 def expected_creates(outcomes: list[str]) -> int:

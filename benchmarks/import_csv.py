@@ -22,11 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from dialer import clock, migrate
+from dialer import clock, fleet, migrate
 from dialer.importing import add_suppressions, import_contacts
 from dialer.models import Campaign
 
@@ -74,13 +73,7 @@ def generate(path: Path, rows: int, seed: int = 1) -> list[str]:
 
 
 def fresh_database(url: str) -> None:
-    parsed = make_url(url)
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-    admin.dispose()
-    engine = create_engine(parsed)
+    engine = create_engine(fleet.fresh_database(url))
     migrate.upgrade(engine)
     engine.dispose()
 

@@ -41,6 +41,20 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.2, what: str 
         time.sleep(interval)
 
 
+def fresh_database(url: str) -> str:
+    """Drop and create the PostgreSQL database ``url`` names; return the URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+    admin.dispose()
+    return parsed.render_as_string(hide_password=False)
+
+
 class RedisServer:
     """A private redis-server process without persistence."""
 

@@ -13,8 +13,6 @@ so tests never touch a Redis anything else uses.
 from __future__ import annotations
 
 import os
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,18 +22,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from dialer import settings
-from dialer.fleet import RedisServer
+from dialer.fleet import RedisServer, free_port, fresh_database
 from dialer.models import Base
 
 TEST_DATABASE_URL = os.environ.get(
     "DIALER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dialer_test"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 REDIS_PORT = free_port()
@@ -59,17 +51,6 @@ os.environ.update(TEST_ENV)
 settings.override(None)
 
 
-def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer(REDIS_PORT)
@@ -80,12 +61,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def database_url() -> str:
-    url = make_url(TEST_DATABASE_URL)
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-    admin.dispose()
+    url = make_url(fresh_database(TEST_DATABASE_URL))
     from dialer import migrate
 
     engine = create_engine(url)
@@ -144,3 +120,10 @@ def tmp_csv(tmp_path: Path):
         return path
 
     return write
+
+
+def database_named(name: str) -> str:
+    """A fresh database beside the test database, for tests that run whole processes."""
+    return fresh_database(
+        make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    )

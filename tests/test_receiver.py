@@ -17,8 +17,8 @@ import redis
 import requests
 
 from dialer import settings
+from dialer.fleet import RedisServer, free_port, wait_for_port
 from dialer.receiver import PATH, callback_urls
-from tests.conftest import RedisServer, free_port, wait_for_port
 
 SECRET = "s3cret/with:odd chars"
 EVENT = {

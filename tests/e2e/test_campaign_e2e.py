@@ -15,27 +15,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, select
 
 from dialer.fleet import Fleet, wait_until
 from dialer.models import Attempt
-from tests.conftest import TEST_DATABASE_URL, RedisServer
+from tests.conftest import RedisServer, database_named
 
 pytestmark = pytest.mark.e2e
 
 RETRYABLE = {"busy", "no-answer", "congestion"}
 FINAL_FOR = {"answered": "answered", "rejected": "unanswered", "unallocated": "failed"}
-
-
-def fresh_database(name: str) -> str:
-    url = make_url(TEST_DATABASE_URL)
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return url.set(database=name).render_as_string(hide_password=False)
 
 
 def write_contacts(path: Path, dnc_path: Path) -> dict[str, int]:
@@ -69,7 +58,7 @@ def write_contacts(path: Path, dnc_path: Path) -> dict[str, int]:
 def test_campaign_runs_to_completion_with_real_processes(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    db_url = fresh_database("dialer_e2e")
+    db_url = database_named("dialer_e2e")
     env = {
         "DIALER_DATABASE_URL": db_url,
         "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/1",

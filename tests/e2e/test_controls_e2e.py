@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from dialer.fleet import Fleet, wait_until
-from tests.conftest import RedisServer
-from tests.e2e.test_campaign_e2e import fresh_database
+from tests.conftest import RedisServer, database_named
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +29,7 @@ def write(path: Path, start: int, n: int) -> Path:
 
 def test_pause_resume_and_cancel_hold_under_load(tmp_path: Path, redis_server: RedisServer) -> None:
     env = {
-        "DIALER_DATABASE_URL": fresh_database("dialer_controls"),
+        "DIALER_DATABASE_URL": database_named("dialer_controls"),
         "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/3",
         "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/3",
         "DIALER_CALLBACK_SECRET": "controls",
