@@ -23,7 +23,8 @@ What it does that the real platform may do differently, on purpose:
   to the ``fallbackUrl``; if that fails too it is retried after 0.5 s, 1 s, 2 s, ... up to
   ``callback_retries`` times, holding back the call's later events meanwhile.
 
-Admin endpoints for tests, without auth: ``GET /_sim/calls``, ``POST /_sim/config`` (a JSON
+Admin endpoints for tests, without auth: ``GET /_sim/calls``, ``GET /_sim/stats`` (created,
+and refused requests by status and code), ``POST /_sim/config`` (a JSON
 object of SimConfig fields), ``POST /_sim/reset``.
 """
 
@@ -533,12 +534,15 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise _ApiError(404, _error("not-found", "not-found", "no such resource"))
         except _ApiError as exc:
+            self.server.sim._count_refusal(exc)
             self._send(exc.status, exc.body, exc.headers)
 
     def _admin(self, method: str, rest: list[str], raw: bytes) -> None:
         sim = self.server.sim
         if rest == ["calls"] and method == "GET":
             self._send(200, sim.calls())
+        elif rest == ["stats"] and method == "GET":
+            self._send(200, sim.stats())
         elif rest == ["config"] and method == "POST":
             changes = self._json(raw)
             if not isinstance(changes, dict):
@@ -592,6 +596,7 @@ class Simulator:
         self._window: deque[float] = deque()
         self._number_windows: dict[str, deque[float]] = {}
         self._created = 0
+        self._refusals: dict[str, int] = {}
         self._fault_rng = random.Random(self._config.seed)
         self._generation = getattr(self, "_generation", 0) + 1
 
@@ -669,6 +674,17 @@ class Simulator:
     def calls(self) -> list[dict]:
         with self._lock:
             return [call.record() for call in self._calls.values()]
+
+    def stats(self) -> dict:
+        """Calls created and requests refused, by ``status category/code``."""
+        with self._lock:
+            return {"created": self._created, "refused": dict(self._refusals)}
+
+    def _count_refusal(self, exc: _ApiError) -> None:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        key = f"{exc.status} {body.get('category', '-')}/{body.get('code', '-')}"
+        with self._lock:
+            self._refusals[key] = self._refusals.get(key, 0) + 1
 
     def reset(self) -> None:
         with self._lock:
