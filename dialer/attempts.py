@@ -143,6 +143,19 @@ def release_due(session: Session, campaign: Campaign, limit: int, now: datetime)
     return [aid for aid, _ in created]
 
 
+def has_due_work(session: Session, campaign_id: int, now: datetime) -> bool:
+    """Whether the campaign has something to send now: queued attempts or due contacts."""
+    queued = select(Attempt.id).where(
+        Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.QUEUED
+    )
+    due = select(Contact.id).where(
+        Contact.campaign_id == campaign_id,
+        Contact.status == ContactStatus.PENDING,
+        Contact.due_at <= now,
+    )
+    return bool(session.scalar(select(queued.exists() | due.exists())))
+
+
 def backlog(session: Session, campaign_id: int) -> tuple[int, int]:
     """(queued attempts not yet sent, live attempts that hold or may hold a call)."""
     rows = dict(

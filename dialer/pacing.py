@@ -54,6 +54,13 @@ return 1
 """
 
 
+# Every rate is paced 1% under its setting. The carrier averages over a sliding window
+# (catapult-v1.md: 10 s); calls sent exactly at the limit can put one call too many in
+# a window through a few milliseconds of send jitter, and that call gets a 403.
+PACE_MARGIN = 0.99
+SHARE_TTL = 5  # seconds a campaign's share of the account lives without a tick renewing it
+
+
 @dataclass(frozen=True)
 class Limit:
     key: str
@@ -69,6 +76,8 @@ class Reservation:
 class Backend(Protocol):
     def reserve(self, limits: list[Limit], max_wait: float) -> Reservation: ...
     def hold(self, until_epoch: float) -> None: ...
+    def set_shares(self, shares: dict[int, float]) -> None: ...
+    def share(self, campaign_id: int) -> float | None: ...
 
 
 def limits_for(
@@ -79,14 +88,48 @@ def limits_for(
     campaign_id: int,
     campaign_cps: float | None,
 ) -> list[Limit]:
-    """Every rate that applies to one call; the tightest one sets the pace."""
+    """Every rate that applies to one call; the tightest one sets the pace.
+
+    ``campaign_cps`` is the campaign's share of the account when one is set (see
+    ``fair_shares``), else its own --cps, else None (no campaign limit).
+    """
     limits = [
-        Limit("dialer:pace:account", account_cps),
-        Limit(f"dialer:pace:from:{from_number}", number_cps),
+        Limit("dialer:pace:account", account_cps * PACE_MARGIN),
+        Limit(f"dialer:pace:from:{from_number}", number_cps * PACE_MARGIN),
     ]
     if campaign_cps:
-        limits.append(Limit(f"dialer:pace:campaign:{campaign_id}", campaign_cps))
+        limits.append(Limit(f"dialer:pace:campaign:{campaign_id}", campaign_cps * PACE_MARGIN))
     return limits
+
+
+def fair_shares(account_cps: float, campaigns: dict[int, float | None]) -> dict[int, float]:
+    """Each running campaign's share of the account's rate, in proportion to its --cps.
+
+    A campaign without --cps weighs as much as the whole account. A share never exceeds
+    the campaign's own --cps, and what a capped campaign leaves is shared among the
+    others (water-filling), so the account is used fully and no campaign starves.
+    """
+    shares: dict[int, float] = {}
+    left = dict(campaigns)
+    budget = account_cps
+    while left:
+        total = sum(cps or account_cps for cps in left.values())
+        capped = {
+            cid: cps for cid, cps in left.items() if cps is not None and budget * cps / total >= cps
+        }
+        if not capped:
+            for cid, cps in left.items():
+                shares[cid] = budget * (cps or account_cps) / total
+            break
+        for cid, cps in capped.items():
+            shares[cid] = cps
+            budget -= cps
+            del left[cid]
+        if budget <= 0:
+            for cid in left:
+                shares[cid] = 0.0
+            break
+    return shares
 
 
 class RedisBackend:
@@ -104,6 +147,16 @@ class RedisBackend:
     def hold(self, until_epoch: float) -> None:
         self._hold(keys=[HOLD_KEY], args=[until_epoch])
 
+    def set_shares(self, shares: dict[int, float]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for cid, rate in shares.items():
+            pipe.set(f"dialer:pace:share:{cid}", repr(rate), ex=SHARE_TTL)
+        pipe.execute()
+
+    def share(self, campaign_id: int) -> float | None:
+        raw = self._client.get(f"dialer:pace:share:{campaign_id}")
+        return float(raw) if raw is not None else None
+
 
 HOLD_KEY = "dialer:pace:hold"
 
@@ -115,6 +168,7 @@ class LocalBackend:
         self._lock = threading.Lock()
         self._tat: dict[str, float] = {}
         self._hold_until = 0.0
+        self._shares: dict[int, tuple[float, float]] = {}
 
     def reserve(self, limits: list[Limit], max_wait: float) -> Reservation:
         with self._lock:
@@ -130,6 +184,16 @@ class LocalBackend:
     def hold(self, until_epoch: float) -> None:
         with self._lock:
             self._hold_until = max(self._hold_until, until_epoch)
+
+    def set_shares(self, shares: dict[int, float]) -> None:
+        with self._lock:
+            expires = time.time() + SHARE_TTL
+            self._shares.update({cid: (rate, expires) for cid, rate in shares.items()})
+
+    def share(self, campaign_id: int) -> float | None:
+        with self._lock:
+            rate, expires = self._shares.get(campaign_id, (None, 0.0))
+            return rate if expires > time.time() else None
 
 
 def release_budget(rate: float, horizon: float, backlog: int, room: int | None) -> int:

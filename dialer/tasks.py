@@ -99,16 +99,23 @@ def publish_dial(attempt_id: int, countdown: float | None = None) -> None:
 
 @app.task(name="dialer.tick", **_retry_db)
 def tick() -> None:
+    now = clock.now()
     with db.session_scope() as session:
-        running = session.scalars(
-            select(Campaign.id).where(Campaign.state == CampaignState.RUNNING)
+        running = session.execute(
+            select(Campaign.id, Campaign.cps).where(Campaign.state == CampaignState.RUNNING)
         ).all()
-    for campaign_id in running:
-        release(campaign_id)
+        # Campaigns with work to send now share the account in proportion to --cps.
+        busy = {cid: cps for cid, cps in running if attempts.has_due_work(session, cid, now)}
+    shares = pacing.fair_shares(settings.get().account_cps, busy) if busy else {}
+    if shares:
+        pacer().set_shares(shares)
+    for campaign_id, _ in running:
+        release(campaign_id, shares.get(campaign_id))
 
 
-def release(campaign_id: int) -> list[int]:
-    """Hand the workers what this campaign can send in the next HORIZON seconds."""
+def release(campaign_id: int, share: float | None = None) -> list[int]:
+    """Hand the workers what this campaign can send in the next HORIZON seconds, at its
+    share of the account (or its own --cps when no tick has set a share)."""
     s = settings.get()
     now = clock.now()
     with db.session_scope() as session:
@@ -118,9 +125,10 @@ def release(campaign_id: int) -> list[int]:
         if attempts.complete_if_done(session, campaign, now):
             log.info("campaign %s completed", campaign_id)
             return []
-        rate = min(s.account_cps, s.number_cps, campaign.cps or float("inf"))
+        rate = min(s.account_cps, s.number_cps, share or campaign.cps or float("inf"))
         queued, live = attempts.backlog(session, campaign_id)
-        room = campaign.max_concurrent - live if campaign.max_concurrent else None
+        # Queued attempts will be live calls soon: they take concurrency room too.
+        room = campaign.max_concurrent - live - queued if campaign.max_concurrent else None
         budget = min(MAX_RELEASE, pacing.release_budget(rate, HORIZON, queued, room))
         ids = attempts.release_due(session, campaign, budget, now)
         if ids:
@@ -149,7 +157,7 @@ def dial(attempt_id: int) -> None:
                 number_cps=s.number_cps,
                 from_number=peek.from_number,
                 campaign_id=peek.campaign_id,
-                campaign_cps=peek.campaign_cps,
+                campaign_cps=pacer().share(peek.campaign_id) or peek.campaign_cps,
             ),
             MAX_WAIT,
         )

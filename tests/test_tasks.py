@@ -15,6 +15,7 @@ import redis
 from sqlalchemy import select
 
 from dialer import api, attempts, clock, db, pacing, settings, tasks
+from dialer.carrier import events
 from dialer.carrier.simulator import SimConfig, Simulator
 from dialer.fleet import wait_until
 from dialer.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
@@ -211,3 +212,34 @@ def test_lost_answer_is_found_before_dialing_again(sim: Simulator) -> None:
     assert tasks.recover_overdue(clock.now() + timedelta(seconds=1)) == 1
     a = attempt(aid)
     assert (a.status, a.result, contact_of(aid).status) == ("ended", "answered", "answered")
+
+
+def test_tick_shares_the_account_between_campaigns_by_cps(sim: Simulator, test_settings) -> None:
+    settings.override(dataclasses.replace(settings.get(), account_cps=20.0))
+    slow = campaign_with([f"+1919300{i:04d}" for i in range(50)], cps=10)
+    fast = campaign_with([f"+1919400{i:04d}" for i in range(50)], cps=30)
+    idle = campaign_with(["not a number"], cps=30)  # nothing to send: takes no share
+    tasks.tick.run()
+    assert tasks.pacer().share(slow) == pytest.approx(5.0)
+    assert tasks.pacer().share(fast) == pytest.approx(15.0)
+    assert tasks.pacer().share(idle) is None
+    queued = {cid: api.status(cid)["contacts"]["dialing"] for cid in (slow, fast)}
+    assert queued == {slow: 10, fast: 30}, "each releases HORIZON seconds at its share"
+
+
+def test_max_concurrent_caps_calls_in_flight(sim: Simulator) -> None:
+    sim.configure(outcome_by_number={f"+1919500{i:04d}": ["silent"] for i in range(10)})
+    cid = campaign_with([f"+1919500{i:04d}" for i in range(10)], max_concurrent=3)
+    first = release_and_dial(cid)
+    assert len(first) == 3
+    assert tasks.release(cid) == [], "three calls are up: no room"
+    with db.session_scope() as session:  # one call ends: its slot frees
+        attempts.apply_event(
+            session,
+            events.parse(
+                {"eventType": "hangup", "callId": attempt(first[0]).call_id, "cause": "USER_BUSY"}
+            ),
+            clock.now(),
+            clock.now(),
+        )
+    assert len(tasks.release(cid)) == 1

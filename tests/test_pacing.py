@@ -1,0 +1,110 @@
+"""Fleet-wide pacing: the share arithmetic, and GCRA slots in a real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from dialer import pacing
+from dialer.fleet import RedisServer
+
+
+def test_shares_follow_each_campaigns_cps() -> None:
+    assert pacing.fair_shares(20, {1: 10, 2: 30}) == {1: 5, 2: 15}
+
+
+def test_uncapped_campaigns_split_the_account_evenly() -> None:
+    assert pacing.fair_shares(30, {1: None, 2: None, 3: None}) == {1: 10, 2: 10, 3: 10}
+
+
+def test_what_a_capped_campaign_leaves_goes_to_the_others() -> None:
+    shares = pacing.fair_shares(20, {1: 2, 2: None})
+    assert shares[1] == pytest.approx(20 * 2 / 22)
+    shares = pacing.fair_shares(20, {1: 5, 2: 5, 3: None})
+    assert shares[1] == shares[2] == pytest.approx(20 * 5 / 30)
+    assert sum(pacing.fair_shares(20, {1: 5, 2: 100}).values()) == pytest.approx(20)
+    assert pacing.fair_shares(20, {1: 5, 2: 5}) == {1: 5, 2: 5}, "never above its own --cps"
+
+
+def test_limits_take_every_rate_with_the_margin() -> None:
+    limits = pacing.limits_for(
+        account_cps=10, number_cps=1, from_number="+1919", campaign_id=7, campaign_cps=5
+    )
+    assert [lim.key for lim in limits] == [
+        "dialer:pace:account",
+        "dialer:pace:from:+1919",
+        "dialer:pace:campaign:7",
+    ]
+    assert [lim.rate for lim in limits] == pytest.approx([9.9, 0.99, 4.95])
+    assert (
+        len(
+            pacing.limits_for(
+                account_cps=10, number_cps=1, from_number="+1", campaign_id=7, campaign_cps=None
+            )
+        )
+        == 2
+    )
+
+
+def test_release_budget_counts_backlog_and_concurrency() -> None:
+    assert pacing.release_budget(5, 2.0, backlog=0, room=None) == 10
+    assert pacing.release_budget(5, 2.0, backlog=4, room=None) == 6
+    assert pacing.release_budget(5, 2.0, backlog=0, room=3) == 3
+    assert pacing.release_budget(5, 2.0, backlog=20, room=-2) == 0
+
+
+@pytest.fixture
+def backend(redis_server: RedisServer) -> pacing.RedisBackend:
+    client = redis.Redis.from_url(redis_server.url)
+    client.delete(*(client.keys("dialer:pace:*") or ["x"]))
+    return pacing.RedisBackend(client)
+
+
+@pytest.mark.parametrize("backend_kind", ["redis", "local"])
+def test_slots_from_many_threads_are_evenly_spaced(backend, backend_kind) -> None:
+    b = backend if backend_kind == "redis" else pacing.LocalBackend()
+    limits = [pacing.Limit("dialer:pace:t:account", 50.0), pacing.Limit("dialer:pace:t:c", 40.0)]
+    slots: list[float] = []
+    lock = threading.Lock()
+
+    def take(n: int) -> None:
+        for _ in range(n):
+            r = b.reserve(limits, max_wait=10.0)
+            assert r.reserved
+            with lock:
+                slots.append(time.time() + r.wait)
+
+    threads = [threading.Thread(target=take, args=(15,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    slots.sort()
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    assert len(slots) == 60
+    # The tightest rate (40/s) spaces every slot; a little slack for clock reads.
+    assert min(gaps) > 1 / 40 - 0.004
+    assert (slots[-1] - slots[0]) == pytest.approx(59 / 40, abs=0.02)
+
+
+def test_a_slot_too_far_away_is_not_taken(backend) -> None:
+    limits = [pacing.Limit("dialer:pace:t:slow", 1.0)]
+    assert backend.reserve(limits, max_wait=0.5).reserved
+    far = backend.reserve(limits, max_wait=0.5)
+    assert not far.reserved and far.wait == pytest.approx(1.0, abs=0.05)
+    near = backend.reserve(limits, max_wait=2.0)
+    assert near.reserved and near.wait == pytest.approx(1.0, abs=0.05), "nothing was taken"
+
+
+def test_hold_stops_every_sender_until_it_lifts(backend) -> None:
+    backend.hold(time.time() + 0.8)
+    r = backend.reserve([pacing.Limit("dialer:pace:t:h", 100.0)], max_wait=5.0)
+    assert r.reserved and 0.7 < r.wait < 0.9
+
+
+def test_shares_expire_without_a_tick(backend) -> None:
+    backend.set_shares({5: 2.5})
+    assert backend.share(5) == 2.5 and backend.share(6) is None
