@@ -337,6 +337,19 @@ def _adopt(
     contact.attempts += 1
 
 
+def unclaim(session: Session, attempt_id: int) -> bool:
+    """Give a claim back unsent (its slot in the pace was too far off): queued again."""
+    return (
+        session.execute(
+            update(Attempt)
+            .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.SENDING)
+            .values(status=AttemptStatus.QUEUED, lease_until=None, sends=Attempt.sends - 1)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+
+
 def record_not_sent(session: Session, attempt_id: int, not_before: datetime, error: str) -> bool:
     """Nothing was created (rate limit, 5xx, refused connection): queue it again.
 

@@ -146,33 +146,52 @@ def dial(attempt_id: int) -> None:
     if peek is None or peek.status != AttemptStatus.QUEUED:
         return  # sent, withdrawn or settled already: a repeated or stale message
     now = clock.now()
-    if peek.campaign_state == CampaignState.RUNNING:
-        if peek.not_before is not None and peek.not_before > now:
-            publish_dial(attempt_id, (peek.not_before - now).total_seconds())
-            return
-        s = settings.get()
-        slot = pacer().reserve(
-            pacing.limits_for(
-                account_cps=s.account_cps,
-                number_cps=s.number_cps,
-                from_number=peek.from_number,
-                campaign_id=peek.campaign_id,
-                campaign_cps=pacer().share(peek.campaign_id) or peek.campaign_cps,
-            ),
-            MAX_WAIT,
-        )
-        if not slot.reserved:
-            # Not our turn within MAX_WAIT: come back near the slot instead of sleeping.
-            publish_dial(attempt_id, max(0.05, slot.wait - MAX_WAIT / 2))
-            return
-        if slot.wait > 0:
-            time.sleep(slot.wait)
-    lease = timedelta(seconds=2 * settings.get().http_timeout + 30)
+    if peek.not_before is not None and peek.not_before > now:
+        publish_dial(attempt_id, (peek.not_before - now).total_seconds())
+        return
+    lease = timedelta(seconds=2 * settings.get().http_timeout + MAX_WAIT + 30)
     with db.session_scope() as session:
         # Re-checks the campaign's state just before sending (withdraws if stopped).
         order = attempts.claim_for_send(session, attempt_id, clock.now(), lease)
-    if order is not None:
-        send(order)
+    if order is None:
+        return
+    # The slot is taken after the claim, so nothing slow stands between the slot and
+    # the request: sends stay as evenly spaced as the slots.
+    wait = take_slot(order)
+    if wait is not None:
+        # Not our turn within MAX_WAIT: give the claim back and come back near the slot
+        # instead of holding a thread asleep.
+        with db.session_scope() as session:
+            if attempts.unclaim(session, attempt_id):
+                db.after_commit(session, lambda: publish_dial(attempt_id, wait))
+        return
+    send(order)
+
+
+def take_slot(order: attempts.SendOrder) -> float | None:
+    """Wait for this call's slot in the fleet-wide pace; None when it is time to send,
+    else how long to come back after. A slot missed by more than half an interval
+    (a starved thread) is not used late, where it would bunch calls: a new one is taken.
+    """
+    s = settings.get()
+    limits = pacing.limits_for(
+        account_cps=s.account_cps,
+        number_cps=s.number_cps,
+        from_number=order.from_number,
+        campaign_id=order.campaign_id,
+        campaign_cps=pacer().share(order.campaign_id) or order.campaign_cps,
+    )
+    tolerance = 0.5 / min(lim.rate for lim in limits)
+    for _ in range(5):
+        slot = pacer().reserve(limits, MAX_WAIT)
+        if not slot.reserved:
+            return max(0.05, slot.wait - MAX_WAIT / 2)
+        due = time.monotonic() + slot.wait
+        if slot.wait > 0:
+            time.sleep(slot.wait)
+        if time.monotonic() - due <= tolerance:
+            return None
+    return 0.05  # late five times in a row (an overloaded machine): try again shortly
 
 
 def send(order: attempts.SendOrder) -> None:
