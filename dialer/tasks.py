@@ -44,6 +44,7 @@ HORIZON = 2.0  # seconds of work a tick hands out at the campaign's pace
 MAX_RELEASE = 2000  # attempts one tick releases per campaign, at most
 MAX_WAIT = 1.0  # a dial waits this long for its slot in a thread; longer, it comes back
 MAX_COUNTDOWN = 30.0
+LATE_SLOT = 0.02  # seconds past its slot a send may still go
 STALE_QUEUED = timedelta(seconds=30)  # queued this long and nobody ran it: publish again
 RECONCILE_MARGIN = attempts.GRACE
 DEFAULT_CALL_TIMEOUT = attempts.DEFAULT_CALL_TIMEOUT
@@ -170,8 +171,9 @@ def dial(attempt_id: int) -> None:
 
 def take_slot(order: attempts.SendOrder) -> float | None:
     """Wait for this call's slot in the fleet-wide pace; None when it is time to send,
-    else how long to come back after. A slot missed by more than half an interval
-    (a starved thread) is not used late, where it would bunch calls: a new one is taken.
+    else how long to come back after. A slot missed by more than half an interval (at
+    least LATE_SLOT: a starved thread) is not used late, where it would bunch calls: a
+    new one is taken, twice at most; then the call goes, rather than churn.
     """
     s = settings.get()
     limits = pacing.limits_for(
@@ -181,8 +183,8 @@ def take_slot(order: attempts.SendOrder) -> float | None:
         campaign_id=order.campaign_id,
         campaign_cps=pacer().share(order.campaign_id) or order.campaign_cps,
     )
-    tolerance = 0.5 / min(lim.rate for lim in limits)
-    for _ in range(5):
+    tolerance = max(LATE_SLOT, 0.5 / min(lim.rate for lim in limits))
+    for _ in range(3):
         slot = pacer().reserve(limits, MAX_WAIT)
         if not slot.reserved:
             return max(0.05, slot.wait - MAX_WAIT / 2)
@@ -191,7 +193,7 @@ def take_slot(order: attempts.SendOrder) -> float | None:
             time.sleep(slot.wait)
         if time.monotonic() - due <= tolerance:
             return None
-    return 0.05  # late five times in a row (an overloaded machine): try again shortly
+    return None
 
 
 def send(order: attempts.SendOrder) -> None:
