@@ -112,6 +112,9 @@ def main() -> int:
     worker.configure(settings.get())
     # The in-memory transport polls its queues; its default (1 s) would pace the demo.
     worker.app.conf.broker_transport_options = {"polling_interval": 0.01}
+    # Its QoS counts messages waiting for a countdown as unacknowledged: a prefetch of
+    # one per thread lets a few countdowns stall the in-process worker.
+    worker.app.conf.worker_prefetch_multiplier = 64
     migrate.upgrade()
     receiver_server.set_app(Receiver(secret))
     threading.Thread(target=receiver_server.serve_forever, daemon=True).start()
