@@ -243,3 +243,11 @@ def test_max_concurrent_caps_calls_in_flight(sim: Simulator) -> None:
             clock.now(),
         )
     assert len(tasks.release(cid)) == 1
+
+
+def test_a_slow_campaign_keeps_the_queue_short(sim: Simulator) -> None:
+    # 1 call/s: each tick hands out two seconds of work, whatever the campaign's size.
+    cid = campaign_with([f"+1919600{i:04d}" for i in range(400)], cps=1)
+    for _ in range(5):
+        tasks.tick.run()
+    assert api.status(cid)["contacts"]["dialing"] == 2
