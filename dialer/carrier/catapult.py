@@ -527,31 +527,28 @@ class CatapultClient:
 
     def get_call(self, call_id: str) -> dict[str, Any]:
         """The call's record. 404 raises CarrierError(PERMANENT, status=404)."""
-        response = self._send("GET", self._call_path(call_id))
-        if response.status_code != 200:
-            raise self._error(response, creates=False)
-        body = _json_or_none(response)
-        if not isinstance(body, dict):
-            raise CarrierError(
-                Action.RETRY,
-                f"GET {self._calls_path}/…: the answer was not a JSON object",
-                status=response.status_code,
-            )
-        return body
+        body = self._get_json(self._call_path(call_id), dict, "/…", "a JSON object")
+        return body  # type: ignore[no-any-return]
 
     def get_call_events(self, call_id: str) -> list[dict[str, Any]]:
         """The call's events as the carrier lists them: ``[{id, time, name, data}]``."""
-        response = self._send("GET", self._call_path(call_id) + "/events")
+        body = self._get_json(
+            self._call_path(call_id) + "/events", list, "/…/events", "a JSON array"
+        )
+        return [item for item in body if isinstance(item, dict)]
+
+    def _get_json(self, path: str, kind: type, shown: str, expected: str) -> Any:
+        response = self._send("GET", path)
         if response.status_code != 200:
             raise self._error(response, creates=False)
         body = _json_or_none(response)
-        if not isinstance(body, list):
+        if not isinstance(body, kind):
             raise CarrierError(
                 Action.RETRY,
-                f"GET {self._calls_path}/…/events: the answer was not a JSON array",
+                f"GET {self._calls_path}{shown}: the answer was not {expected}",
                 status=response.status_code,
             )
-        return [item for item in body if isinstance(item, dict)]
+        return body
 
     def list_calls(
         self,

@@ -10,20 +10,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from benchmarks.pacing import busiest_second
 from dialer.fleet import Fleet, wait_until
 from tests.conftest import RedisServer, database_named
 
 pytestmark = pytest.mark.e2e
-
-
-def busiest_second(times: list[float]) -> int:
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - 1.0:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def test_four_workers_hold_five_calls_per_second(tmp_path: Path, redis_server: RedisServer) -> None:
