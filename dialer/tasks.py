@@ -120,7 +120,12 @@ def release(campaign_id: int, share: float | None = None) -> list[int]:
     s = settings.get()
     now = clock.now()
     with db.session_scope() as session:
-        campaign = session.get(Campaign, campaign_id)
+        # The campaign row first, FOR SHARE: pause and cancel lock it FOR UPDATE before
+        # they touch contacts, and attempts reference it, so taking it first keeps the
+        # lock order campaign -> contacts for everyone (no deadlock with a cancel).
+        campaign = session.scalars(
+            select(Campaign).where(Campaign.id == campaign_id).with_for_update(read=True)
+        ).one_or_none()
         if campaign is None or campaign.state != CampaignState.RUNNING:
             return []
         if attempts.complete_if_done(session, campaign, now):
