@@ -17,7 +17,6 @@ each with a message that names what is wrong.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import re
 import tempfile
@@ -39,7 +38,6 @@ from dialer.models import (
     CampaignState,
     Contact,
     ContactStatus,
-    Suppression,
 )
 
 log = logging.getLogger(__name__)
@@ -420,12 +418,6 @@ def export(campaign_id: int, out: str | Path | IO[str]) -> int:
         return n
 
 
-def export_text(campaign_id: int) -> str:
-    buf = io.StringIO()
-    export(campaign_id, buf)
-    return buf.getvalue()
-
-
 def add_dnc(
     path: str | Path, *, campaign_id: int | None = None, region: str = "US"
 ) -> dict[str, Any]:
@@ -455,8 +447,3 @@ def remove_dnc(
         except importing.ContactFileError as exc:
             raise ApiError(str(exc)) from None
     return {"removed": removed}
-
-
-def dnc_count() -> int:
-    with db.session_scope() as session:
-        return session.scalar(select(func.count()).select_from(Suppression)) or 0

@@ -190,26 +190,13 @@ class SendOrder:
 @dataclass(frozen=True)
 class Peek:
     status: str
-    campaign_id: int
-    campaign_state: str
-    from_number: str
-    campaign_cps: float | None
     not_before: datetime | None
 
 
 def peek(session: Session, attempt_id: int) -> Peek | None:
-    """A lock-free look at an attempt and its campaign, to pace before claiming."""
+    """A lock-free look at an attempt, to drop stale messages before claiming."""
     row = session.execute(
-        select(
-            Attempt.status,
-            Campaign.id,
-            Campaign.state,
-            Campaign.from_number,
-            Campaign.cps,
-            Attempt.not_before,
-        )
-        .join(Campaign, Campaign.id == Attempt.campaign_id)
-        .where(Attempt.id == attempt_id)
+        select(Attempt.status, Attempt.not_before).where(Attempt.id == attempt_id)
     ).one_or_none()
     return Peek(*row) if row else None
 
