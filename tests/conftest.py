@@ -12,6 +12,7 @@ so tests never touch a Redis anything else uses.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from dialer import settings
+from dialer.carrier.simulator import SimConfig, Simulator
 from dialer.fleet import RedisServer, free_port, fresh_database
 from dialer.models import Base
 
@@ -109,6 +111,26 @@ def clean_db(test_settings: settings.Settings) -> Iterator[None]:
 
 
 @pytest.fixture
+def sim(test_settings: settings.Settings, clean_db: None) -> Iterator[Simulator]:
+    """The carrier simulator on loopback, the process's settings pointed at it; the
+    clock is restored afterwards (tests that move it use ``clock.set_source``)."""
+    import redis
+
+    from dialer import clock, pacing, tasks
+
+    simulator = Simulator(SimConfig(answer_delay=0.01, talk_time=0.01, ambiguous_hold=3.0))
+    url = simulator.start()
+    settings.override(dataclasses.replace(test_settings, catapult_api_url=url))
+    tasks.reset_clients()
+    redis.Redis.from_url(test_settings.redis_url).delete(pacing.HOLD_KEY)
+    yield simulator
+    simulator.stop()
+    settings.override(test_settings)
+    tasks.reset_clients()
+    clock.set_source(None)
+
+
+@pytest.fixture
 def tmp_csv(tmp_path: Path):
     """Write rows (a list of lists, header first) to a CSV file and return its path."""
     import csv
@@ -124,6 +146,9 @@ def tmp_csv(tmp_path: Path):
 
 def database_named(name: str) -> str:
     """A fresh database beside the test database, for tests that run whole processes."""
+    # Prefixed with the test database's own name, so two suites on one server (two
+    # checkouts, CI beside a developer) never share a database.
+    base = make_url(TEST_DATABASE_URL)
     return fresh_database(
-        make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+        base.set(database=f"{base.database}_{name}").render_as_string(hide_password=False)
     )

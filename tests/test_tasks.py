@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,23 +15,9 @@ from sqlalchemy import select
 
 from dialer import api, attempts, clock, db, pacing, settings, tasks
 from dialer.carrier import events
-from dialer.carrier.simulator import SimConfig, Simulator
+from dialer.carrier.simulator import Simulator
 from dialer.fleet import wait_until
 from dialer.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
-
-
-@pytest.fixture
-def sim(test_settings: settings.Settings, clean_db: None) -> Iterator[Simulator]:
-    simulator = Simulator(SimConfig(answer_delay=0.01, talk_time=0.01, ambiguous_hold=3.0))
-    url = simulator.start()
-    settings.override(dataclasses.replace(test_settings, catapult_api_url=url))
-    tasks.reset_clients()
-    redis.Redis.from_url(test_settings.redis_url).delete(pacing.HOLD_KEY)
-    yield simulator
-    simulator.stop()
-    settings.override(test_settings)
-    tasks.reset_clients()
-    clock.set_source(None)
 
 
 def campaign_with(numbers: list[str], **options) -> int:
