@@ -24,20 +24,21 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dialer import attempts, clock, db, importing
+from dialer import attempts, clock, db, importing, rules
 from dialer.attempts import CampaignStateError
 from dialer.models import (
     Attempt,
     AttemptStatus,
     Campaign,
+    CampaignRun,
     CampaignState,
     Contact,
     ContactStatus,
+    RunContact,
 )
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ __all__ = [
     "pause",
     "resume",
     "cancel",
+    "update",
     "status",
     "export",
     "list_campaigns",
@@ -70,11 +72,6 @@ EXPORT_COLUMNS = [
     "reason",
 ]
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-_WINDOW = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
-_DAYS = re.compile(
-    r"^(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?"
-    r"(,(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?)*$"
-)
 
 
 class ApiError(ValueError):
@@ -93,39 +90,62 @@ def _check_options(
     window: str | None,
     days: str | None,
     timezone: str,
+    schedule: str | None,
     tag_fields: list[str],
 ) -> None:
     if not _E164.match(from_number):
         raise ApiError(f"--from must be an E.164 number like +19195551212, got {from_number!r}")
     if not re.match(r"^[A-Z]{2}$", region):
         raise ApiError(f"--region must be a two-letter country code like US, got {region!r}")
-    if cps is not None and not cps > 0:
-        raise ApiError(f"--cps must be greater than 0, got {cps}")
-    if max_concurrent is not None and max_concurrent < 1:
-        raise ApiError(f"--max-concurrent must be at least 1, got {max_concurrent}")
-    if max_attempts < 1:
-        raise ApiError(f"--max-attempts must be at least 1, got {max_attempts}")
-    if retry_delay < 0:
-        raise ApiError(f"--retry-delay must be 0 or more seconds, got {retry_delay}")
+    _check_rules(
+        cps=cps,
+        max_concurrent=max_concurrent,
+        max_attempts=max_attempts,
+        retry_delay=retry_delay,
+        window=window,
+        days=days,
+        timezone=timezone,
+        schedule=schedule,
+    )
     if call_timeout is not None and not 1 <= call_timeout <= 300:
         raise ApiError(
             f"--call-timeout must be 1 to 300 seconds (the carrier's limit), got {call_timeout}"
         )
-    if window is not None and not _WINDOW.match(window):
-        raise ApiError(f"--window must look like 09:00-17:30, got {window!r}")
-    if days is not None and not _DAYS.match(days.lower()):
-        raise ApiError(f"--days must look like mon-fri or sat,sun, got {days!r}")
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ApiError(
-            f"--timezone must be an IANA zone like America/New_York, got {timezone!r}"
-        ) from None
     for name in tag_fields:
         if name in attempts.RESERVED_TAG_KEYS:
             raise ApiError(
                 f"--tag-field {name!r} is reserved: the tag uses it for the attempt's identity"
             )
+
+
+def _check_rules(
+    *,
+    cps: float | None = None,
+    max_concurrent: int | None = None,
+    max_attempts: int | None = None,
+    retry_delay: int | None = None,
+    window: str | None = None,
+    days: str | None = None,
+    timezone: str | None = None,
+    schedule: str | None = None,
+) -> None:
+    """The rule options ``create`` and ``update`` share; each error names its option."""
+    if cps is not None and not cps > 0:
+        raise ApiError(f"--cps must be greater than 0, got {cps}")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise ApiError(f"--max-concurrent must be at least 1, got {max_concurrent}")
+    if max_attempts is not None and max_attempts < 1:
+        raise ApiError(f"--max-attempts must be at least 1, got {max_attempts}")
+    if retry_delay is not None and retry_delay < 0:
+        raise ApiError(f"--retry-delay must be 0 or more seconds, got {retry_delay}")
+    try:
+        rules.Hours.parse(window, days)
+        if timezone is not None:
+            rules.zone(timezone)
+        if schedule is not None:
+            rules.check_schedule(schedule, timezone or "UTC")
+    except rules.RuleError as exc:
+        raise ApiError(str(exc)) from None
 
 
 def create_campaign(
@@ -165,6 +185,7 @@ def create_campaign(
         window=window,
         days=days,
         timezone=timezone,
+        schedule=schedule,
         tag_fields=tag_fields,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -286,6 +307,62 @@ def cancel(campaign_id: int, wait: float = 30.0) -> dict[str, Any]:
     return status(campaign_id)
 
 
+_UNSET: Any = object()
+
+
+def update(
+    campaign_id: int,
+    *,
+    window: str | None = _UNSET,
+    days: str | None = _UNSET,
+    timezone: str = _UNSET,
+    cps: float | None = _UNSET,
+    max_concurrent: int | None = _UNSET,
+    max_attempts: int = _UNSET,
+    retry_delay: int = _UNSET,
+    schedule: str | None = _UNSET,
+) -> dict[str, Any]:
+    """Change a campaign's rules for the work not yet sent; calls already made stand.
+
+    Pass only what changes; ``None`` removes an optional rule (the window, the days,
+    the campaign's --cps or --max-concurrent, the schedule). Returns the status, with
+    ``changed`` listing the fields that changed.
+    """
+    given = {
+        k: v
+        for k, v in {
+            "window": window,
+            "days": days.lower() if isinstance(days, str) else days,
+            "timezone": timezone,
+            "cps": cps,
+            "max_concurrent": max_concurrent,
+            "max_attempts": max_attempts,
+            "retry_delay": retry_delay,
+            "schedule": schedule,
+        }.items()
+        if v is not _UNSET
+    }
+    for name in ("timezone", "max_attempts", "retry_delay"):
+        if name in given and given[name] is None:
+            raise ApiError(f"--{name.replace('_', '-')} cannot be removed, only changed")
+    with db.session_scope() as session:
+        campaign = _campaign(session, campaign_id, lock=True)
+        # Window, days, zone and schedule are checked together, as they will stand.
+        merged = {
+            "window": campaign.window,
+            "days": campaign.days,
+            "timezone": campaign.timezone,
+            "schedule": campaign.schedule,
+        }
+        merged |= {k: v for k, v in given.items() if k in merged}
+        _check_rules(**({k: v for k, v in given.items() if k not in merged} | merged))
+        changed = attempts.update_rules(session, campaign, given, clock.now())
+    if changed:
+        log.info("campaign %s: rules changed: %s", campaign_id, ", ".join(changed))
+        _release_now(campaign_id)
+    return status(campaign_id) | {"changed": changed}
+
+
 def _release_now(campaign_id: int) -> None:
     """Hand out the first work at once rather than at the next tick; if the broker is
     out of reach the tick does it later, so a failure here is only logged."""
@@ -311,10 +388,26 @@ def _wait_for_sends(campaign_id: int, wait: float) -> None:
         time.sleep(0.1)
 
 
-def status(campaign_id: int) -> dict[str, Any]:
-    """The campaign's state and its contacts counted by status."""
+def status(campaign_id: int, run: int | None = None) -> dict[str, Any]:
+    """The campaign's state and its contacts counted by status (in the current run, or
+    in run ``run`` when given), with who waits for a calling window and the next run."""
+    now = clock.now()
     with db.session_scope() as session:
         campaign = _campaign(session, campaign_id)
+        runs = session.scalars(
+            select(CampaignRun)
+            .where(CampaignRun.campaign_id == campaign_id)
+            .order_by(CampaignRun.number)
+        ).all()
+        if run is not None and run != campaign.run:
+            past = next((r for r in runs if r.number == run), None)
+            if past is None:
+                raise ApiError(
+                    f"campaign {campaign_id} has no run {run} "
+                    f"(runs: {', '.join(str(r.number) for r in runs) or 'none yet'})"
+                )
+            return _run_status(session, campaign, past)
+        wait = attempts.window_wait(session, campaign, now)
         counts = dict(
             session.execute(
                 select(Contact.status, func.count())
@@ -342,7 +435,73 @@ def status(campaign_id: int) -> dict[str, Any]:
             "created_at": campaign.created_at.isoformat(),
             "started_at": campaign.started_at.isoformat() if campaign.started_at else None,
             "finished_at": campaign.finished_at.isoformat() if campaign.finished_at else None,
+            "rules": _rules(campaign),
+            "window": {
+                "waiting": wait.waiting,
+                "next_opening": _iso(wait.next_opening),
+                "never_opens": wait.never,
+            },
+            "run": campaign.run,
+            "next_run": _iso(campaign.next_run_at),
+            "runs": [_run_row(r) for r in runs],
         }
+
+
+def _iso(at: Any) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def _rules(campaign: Campaign) -> dict[str, Any]:
+    return {
+        "window": campaign.window,
+        "days": campaign.days,
+        "timezone": campaign.timezone,
+        "cps": campaign.cps,
+        "max_concurrent": campaign.max_concurrent,
+        "max_attempts": campaign.max_attempts,
+        "retry_delay": campaign.retry_delay,
+        "call_timeout": campaign.call_timeout,
+        "schedule": campaign.schedule,
+    }
+
+
+def _run_row(r: CampaignRun) -> dict[str, Any]:
+    return {
+        "number": r.number,
+        "scheduled_for": _iso(r.scheduled_for),
+        "started_at": _iso(r.started_at),
+        "finished_at": _iso(r.finished_at),
+        "contacts": r.summary,
+    }
+
+
+def _run_status(session: Session, campaign: Campaign, run: CampaignRun) -> dict[str, Any]:
+    """A finished run: its contacts by status as they stood when it finished."""
+    counts = run.summary or {}
+    calls = (
+        session.scalar(
+            select(func.count())
+            .select_from(Attempt)
+            .where(
+                Attempt.campaign_id == campaign.id,
+                Attempt.run == run.number,
+                Attempt.call_id.is_not(None),
+            )
+        )
+        or 0
+    )
+    return {
+        "id": campaign.id,
+        "name": campaign.name,
+        "state": "completed" if run.finished_at else campaign.state,
+        "run": run.number,
+        "total": sum(counts.values()),
+        "contacts": {s.value: counts.get(s.value, 0) for s in ContactStatus},
+        "calls": calls,
+        "scheduled_for": _iso(run.scheduled_for),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+    }
 
 
 def list_campaigns() -> list[dict[str, Any]]:
@@ -365,21 +524,33 @@ def list_campaigns() -> list[dict[str, Any]]:
         ]
 
 
-def export(campaign_id: int, out: str | Path | IO[str]) -> int:
-    """Write one CSV row per contact, in file order; return the number of rows."""
+def export(campaign_id: int, out: str | Path | IO[str], run: int | None = None) -> int:
+    """Write one CSV row per contact, in file order; return the number of rows.
+
+    The current run by default; ``run`` picks a finished run of a recurring campaign.
+    """
     if isinstance(out, str | Path):
         with open(out, "w", newline="", encoding="utf-8") as f:
-            return export(campaign_id, f)
+            return export(campaign_id, f, run)
     with db.session_scope() as session:
         campaign = _campaign(session, campaign_id)
+        past_run = None
+        if run is not None and run != campaign.run:
+            past_run = session.scalar(
+                select(CampaignRun.id).where(
+                    CampaignRun.campaign_id == campaign_id, CampaignRun.number == run
+                )
+            )
+            if past_run is None:
+                raise ApiError(f"campaign {campaign_id} has no run {run}")
         context = list(campaign.columns or [])
         headers = EXPORT_COLUMNS + [
             c if c not in EXPORT_COLUMNS else f"context.{c}" for c in context
         ]
         writer = csv.writer(out)
         writer.writerow(headers)
-        rows = session.execute(
-            select(
+        if past_run is None:
+            query = select(
                 Contact.id,
                 Contact.phone,
                 Contact.e164,
@@ -391,9 +562,36 @@ def export(campaign_id: int, out: str | Path | IO[str]) -> int:
                 Attempt.hangup_cause,
                 Contact.reason,
                 Contact.context,
+            ).outerjoin(Attempt, Attempt.id == Contact.last_attempt_id)
+        else:
+            # A past run: the outcome kept when the next run began, where there is one
+            # (contacts that run dialed); otherwise the contact's own (invalid, ...).
+            query = (
+                select(
+                    Contact.id,
+                    Contact.phone,
+                    Contact.e164,
+                    func.coalesce(RunContact.status, Contact.status),
+                    func.coalesce(RunContact.attempts, Contact.attempts),
+                    Attempt.call_id,
+                    Attempt.result,
+                    Attempt.cause,
+                    Attempt.hangup_cause,
+                    func.coalesce(RunContact.reason, Contact.reason),
+                    Contact.context,
+                )
+                .outerjoin(
+                    RunContact,
+                    (RunContact.contact_id == Contact.id) & (RunContact.run_id == past_run),
+                )
+                .outerjoin(
+                    Attempt,
+                    Attempt.id
+                    == func.coalesce(RunContact.last_attempt_id, Contact.last_attempt_id),
+                )
             )
-            .outerjoin(Attempt, Attempt.id == Contact.last_attempt_id)
-            .where(Contact.campaign_id == campaign_id)
+        rows = session.execute(
+            query.where(Contact.campaign_id == campaign_id)
             .order_by(Contact.row)
             .execution_options(yield_per=5000)
         )

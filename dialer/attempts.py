@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Integer, false, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from dialer import rules
@@ -36,10 +36,12 @@ from dialer.models import (
     Attempt,
     AttemptStatus,
     Campaign,
+    CampaignRun,
     CampaignState,
     Contact,
     ContactStatus,
     Result,
+    RunContact,
     Suppression,
 )
 from dialer.models import CallEvent as CallEventRow
@@ -119,7 +121,7 @@ def release_due(session: Session, campaign: Campaign, limit: int, now: datetime)
     claimed = session.execute(
         update(Contact)
         .where(Contact.id.in_(ids), Contact.status == ContactStatus.PENDING)
-        .values(status=ContactStatus.DIALING, due_at=None)
+        .values(status=ContactStatus.DIALING, due_at=None, ready_at=None)
         .returning(Contact.id, Contact.attempts)
         .execution_options(synchronize_session=False)
     ).all()
@@ -132,6 +134,7 @@ def release_due(session: Session, campaign: Campaign, limit: int, now: datetime)
                 "contact_id": cid,
                 "campaign_id": campaign.id,
                 "number": made + 1,
+                "run": campaign.run or 1,
                 "status": AttemptStatus.QUEUED,
                 "queued_at": now,
                 "sends": 0,
@@ -222,26 +225,31 @@ def claim_for_send(
         _withdraw_queued(session, [attempt_id], now, cancelled=state == CampaignState.CANCELLED)
         return None
     row = session.execute(
-        select(
-            Attempt.not_before,
-            Contact.e164,
-            Contact.context,
-            Contact.id,
-            Campaign.id,
-            Campaign.from_number,
-            Campaign.tag_fields,
-            Campaign.call_timeout,
-            Campaign.cps,
-        )
+        select(Attempt.not_before, Contact, Campaign)
         .join(Contact, Contact.id == Attempt.contact_id)
         .join(Campaign, Campaign.id == Attempt.campaign_id)
         .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.QUEUED)
     ).one_or_none()
     if row is None:
         return None
-    not_before, to, context, _contact_id, campaign_id, from_number, fields, timeout, cps = row
+    not_before, contact, campaign = row
     if not_before is not None and not_before > now:
         return None
+    # The rules once more, right before sending: the number may have been put on a
+    # do-not-call list, or its calling window may have shut, since it was released.
+    if is_listed(session, contact.e164, campaign.id):
+        _withdraw_for(session, attempt_id, now, ContactStatus.SUPPRESSED, None)
+        return None
+    hours = rules.campaign_hours(campaign)
+    if hours is not None and not rules.is_open(
+        hours, rules.contact_zones(campaign, contact.zones), now
+    ):
+        due = rules.when_due(campaign, contact.zones, now)
+        _withdraw_for(session, attempt_id, now, ContactStatus.PENDING, due)
+        return None
+    to, context, campaign_id = contact.e164, contact.context, campaign.id
+    from_number, fields = campaign.from_number, campaign.tag_fields
+    timeout, cps = campaign.call_timeout, campaign.cps
     tag = build_tag(attempt_id, campaign_id, context or {}, fields or [])
     claimed = session.execute(
         update(Attempt)
@@ -259,6 +267,60 @@ def claim_for_send(
     if claimed != 1:
         return None
     return SendOrder(attempt_id, campaign_id, from_number, to, tag, timeout, cps)
+
+
+def is_listed(session: Session, e164: str | None, campaign_id: int) -> bool:
+    """Whether a number is on the global do-not-call list or the campaign's own."""
+    if e164 is None:
+        return False
+    return (
+        session.scalar(
+            select(Suppression.id)
+            .where(
+                Suppression.e164 == e164,
+                (Suppression.campaign_id.is_(None)) | (Suppression.campaign_id == campaign_id),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _withdraw_for(
+    session: Session,
+    attempt_id: int,
+    now: datetime,
+    status: ContactStatus,
+    due: rules.Due | None,
+) -> None:
+    """A queued attempt the rules now forbid is never sent and does not count: its
+    contact is suppressed (do-not-call) or waits for its window to open again."""
+    locked = _lock(session, attempt_id)
+    if locked is None:
+        return
+    contact, attempt = locked
+    if attempt.status != AttemptStatus.QUEUED:
+        return
+    suppressed = status == ContactStatus.SUPPRESSED
+    attempt.status, attempt.ended_at = AttemptStatus.WITHDRAWN, now
+    attempt.error = "on the do-not-call list" if suppressed else "outside calling hours"
+    if not _is_current(contact, attempt):
+        return
+    if suppressed:
+        contact.status, contact.due_at, contact.reason = status, None, "on the do-not-call list"
+    else:
+        assert due is not None
+        contact.status, contact.due_at, contact.ready_at = status, due.due_at, due.ready_at
+        contact.reason = _NEVER_OPEN if due.never else None
+    log.info(
+        "attempt %s withdrawn before sending: %s",
+        attempt_id,
+        attempt.error,
+        extra={"attempt": attempt_id, "contact": contact.id, "campaign": attempt.campaign_id},
+    )
+
+
+_NEVER_OPEN = "the calling window never holds in all of this number's time zones"
 
 
 def _lock(session: Session, attempt_id: int) -> tuple[Contact, Attempt] | None:
@@ -616,9 +678,15 @@ def _finish(session: Session, contact: Contact, attempt: Attempt, now: datetime)
     campaign = session.get(Campaign, attempt.campaign_id)
     assert campaign is not None
     step = rules.after_attempt(
-        campaign, contact.attempts, result, now, cancelled=campaign.state == CampaignState.CANCELLED
+        campaign,
+        contact.attempts,
+        result,
+        now,
+        cancelled=campaign.state == CampaignState.CANCELLED,
+        zones=contact.zones,
     )
     contact.status, contact.due_at, contact.reason = step.status, step.due_at, step.reason
+    contact.ready_at = step.ready_at
 
 
 def _revise(contact: Contact, attempt: Attempt) -> None:
@@ -681,12 +749,302 @@ def adopt_orphans(session: Session, now: datetime, older_than: timedelta, limit:
 
 
 def start(session: Session, campaign: Campaign, now: datetime) -> None:
+    """Start a draft campaign (its first run) or resume a paused one."""
     if campaign.state == CampaignState.RUNNING:
         return
     if campaign.state not in (CampaignState.DRAFT, CampaignState.PAUSED):
         raise CampaignStateError(f"campaign {campaign.id} is {campaign.state}: it cannot start")
+    first = campaign.state == CampaignState.DRAFT
     campaign.state, campaign.state_reason = CampaignState.RUNNING, None
     campaign.started_at = campaign.started_at or now
+    if first:
+        _begin_run(session, campaign, now, scheduled_for=None)
+
+
+def _begin_run(
+    session: Session, campaign: Campaign, now: datetime, scheduled_for: datetime | None
+) -> None:
+    campaign.run = (campaign.run or 0) + 1
+    session.add(
+        CampaignRun(
+            campaign_id=campaign.id,
+            number=campaign.run,
+            scheduled_for=scheduled_for,
+            started_at=now,
+        )
+    )
+    # The next occurrence after now: occurrences missed while this one waited (a beat
+    # outage, a long previous run) are not started one by one later.
+    campaign.next_run_at = (
+        rules.next_run(campaign.schedule, campaign.timezone, now) if campaign.schedule else None
+    )
+    session.flush()
+
+
+# Final statuses a new run dials again; invalid, duplicate and suppressed stay as they are.
+REDIALED = (ContactStatus.ANSWERED, ContactStatus.UNANSWERED, ContactStatus.FAILED)
+
+
+def start_due_runs(session: Session, now: datetime) -> list[int]:
+    """Start the next run of every recurring campaign whose occurrence has come.
+
+    Only a campaign whose previous run is over (``completed``) starts again; one that
+    is still running or paused starts its next run as soon as it completes. The
+    campaign row is locked and its ``next_run_at`` moves past ``now`` in the same
+    transaction, and run numbers are unique per campaign: two beats (two ticks at once)
+    or a beat catching up after an outage start each due run exactly once.
+    """
+    due = session.scalars(
+        select(Campaign)
+        .where(
+            Campaign.schedule.is_not(None),
+            Campaign.next_run_at <= now,
+            Campaign.state == CampaignState.COMPLETED,
+        )
+        .order_by(Campaign.id)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).all()
+    started = []
+    for campaign in due:
+        if campaign.state != CampaignState.COMPLETED or campaign.next_run_at is None:
+            continue
+        if campaign.next_run_at > now or campaign.schedule is None:
+            continue
+        _archive_run(session, campaign)
+        session.execute(
+            update(Contact)
+            .where(Contact.campaign_id == campaign.id, Contact.status.in_(REDIALED))
+            .values(
+                status=ContactStatus.PENDING,
+                attempts=0,
+                due_at=now,
+                ready_at=None,
+                reason=None,
+                last_attempt_id=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        campaign.state, campaign.state_reason, campaign.finished_at = (
+            CampaignState.RUNNING,
+            None,
+            None,
+        )
+        _begin_run(
+            session,
+            campaign,
+            now,
+            scheduled_for=rules.last_run(campaign.schedule, campaign.timezone, now),
+        )
+        suppress_listed(session, campaign.id)
+        log.info(
+            "campaign %s: run %s started",
+            campaign.id,
+            campaign.run,
+            extra={"campaign": campaign.id},
+        )
+        started.append(campaign.id)
+    return started
+
+
+def _archive_run(session: Session, campaign: Campaign) -> None:
+    """Keep each redialed contact's outcome in the run that is ending."""
+    run_id = session.scalar(
+        select(CampaignRun.id).where(
+            CampaignRun.campaign_id == campaign.id, CampaignRun.number == campaign.run
+        )
+    )
+    if run_id is None:
+        return
+    session.execute(
+        insert(RunContact).from_select(
+            ["run_id", "contact_id", "status", "attempts", "last_attempt_id", "reason"],
+            select(
+                literal(run_id, Integer),
+                Contact.id,
+                Contact.status,
+                Contact.attempts,
+                Contact.last_attempt_id,
+                Contact.reason,
+            ).where(Contact.campaign_id == campaign.id, Contact.status.in_(REDIALED)),
+        )
+    )
+
+
+def _finish_run(session: Session, campaign: Campaign, now: datetime) -> None:
+    summary = dict(
+        session.execute(
+            select(Contact.status, func.count())
+            .where(Contact.campaign_id == campaign.id)
+            .group_by(Contact.status)
+        ).all()
+    )
+    session.execute(
+        update(CampaignRun)
+        .where(CampaignRun.campaign_id == campaign.id, CampaignRun.number == campaign.run)
+        .values(finished_at=now, summary={s.value: summary.get(s.value, 0) for s in ContactStatus})
+        .execution_options(synchronize_session=False)
+    )
+
+
+# --------------------------------------------------------------- calling windows
+
+
+def defer_closed(session: Session, campaign: Campaign, now: datetime) -> int:
+    """Due contacts whose calling window is shut wait, in the database, for its opening.
+
+    Checked once per time-zone key of the campaign, not per contact: each key whose
+    window is shut now moves its due contacts to that key's next opening (remembering
+    when they were ready, for a later change of the rules). Nothing waits in a worker
+    or a message. Returns how many contacts moved.
+    """
+    hours = rules.campaign_hours(campaign)
+    if hours is None:
+        return 0
+    moved = 0
+    for key in campaign.zone_keys or [None]:
+        if rules.is_open(hours, rules.contact_zones(campaign, key), now):
+            continue
+        due = rules.when_due(campaign, key, now)
+        moved += session.execute(
+            update(Contact)
+            .where(
+                Contact.campaign_id == campaign.id,
+                Contact.status == ContactStatus.PENDING,
+                Contact.zones.is_(None) if key is None else Contact.zones == key,
+                Contact.due_at <= now,
+            )
+            .values(
+                ready_at=func.coalesce(Contact.ready_at, Contact.due_at),
+                due_at=due.due_at,
+                reason=_NEVER_OPEN if due.never else None,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    return moved
+
+
+@dataclass(frozen=True)
+class WindowWait:
+    waiting: int  # pending contacts whose calling window is shut now
+    next_opening: datetime | None  # the soonest of their windows to open
+    never: int  # of those, contacts whose window never holds in all their zones
+
+
+def window_wait(session: Session, campaign: Campaign, now: datetime) -> WindowWait:
+    """For the operator: who waits for a calling window, and when the next one opens."""
+    hours = rules.campaign_hours(campaign)
+    if hours is None:
+        return WindowWait(0, None, 0)
+    shut = {
+        key: rules.when_due(campaign, key, now)
+        for key in campaign.zone_keys or [None]
+        if not rules.is_open(hours, rules.contact_zones(campaign, key), now)
+    }
+    if not shut:
+        return WindowWait(0, None, 0)
+    keys = [k for k in shut if k is not None]
+    counts = session.execute(
+        select(Contact.zones, func.count())
+        .where(
+            Contact.campaign_id == campaign.id,
+            Contact.status == ContactStatus.PENDING,
+            Contact.zones.in_(keys) | (Contact.zones.is_(None) if None in shut else false()),
+        )
+        .group_by(Contact.zones)
+    ).all()
+    waiting = never = 0
+    opening: datetime | None = None
+    for key, n in counts:
+        due = shut[key]
+        waiting += n
+        if due.never:
+            never += n
+        elif opening is None or due.due_at < opening:
+            opening = due.due_at
+    return WindowWait(waiting, opening, never)
+
+
+# -------------------------------------------------------------- changing the rules
+
+RULE_FIELDS = (
+    "window",
+    "days",
+    "timezone",
+    "cps",
+    "max_concurrent",
+    "max_attempts",
+    "retry_delay",
+    "schedule",
+)
+
+
+def update_rules(
+    session: Session, campaign: Campaign, changes: dict[str, object], now: datetime
+) -> list[str]:
+    """Apply new rules to a campaign's work not yet sent; return the fields changed.
+
+    Calls already created are not touched. Contacts waiting for a window, or for a
+    retry, are decided again under the new rules; queued attempts are checked at their
+    claim, as always. Raising --max-attempts does not reopen contacts already final.
+    """
+    if campaign.state == CampaignState.CANCELLED:
+        raise CampaignStateError(f"campaign {campaign.id} is cancelled: nothing to update")
+    changed = [k for k, v in changes.items() if k in RULE_FIELDS and getattr(campaign, k) != v]
+    for name in changed:
+        setattr(campaign, name, changes[name])
+    session.flush()
+    pending = (Contact.campaign_id == campaign.id) & (Contact.status == ContactStatus.PENDING)
+    if {"window", "days", "timezone"} & set(changed):
+        # Back to when they were ready; the next tick defers them under the new hours.
+        session.execute(
+            update(Contact)
+            .where(pending, Contact.ready_at.is_not(None))
+            .values(due_at=Contact.ready_at, ready_at=None, reason=None)
+            .execution_options(synchronize_session=False)
+        )
+    if "retry_delay" in changed:
+        _reschedule_retries(session, campaign)
+    if "max_attempts" in changed:
+        session.execute(
+            update(Contact)
+            .where(pending, Contact.attempts >= campaign.max_attempts)
+            .values(
+                status=ContactStatus.UNANSWERED,
+                due_at=None,
+                ready_at=None,
+                reason=f"no attempt left (--max-attempts is now {campaign.max_attempts})",
+            )
+            .execution_options(synchronize_session=False)
+        )
+    if {"schedule", "timezone"} & set(changed):
+        campaign.next_run_at = (
+            rules.next_run(campaign.schedule, campaign.timezone, now)
+            if campaign.schedule and campaign.state != CampaignState.DRAFT
+            else None
+        )
+    return changed
+
+
+def _reschedule_retries(session: Session, campaign: Campaign, batch: int = 5000) -> None:
+    """Retries not yet made are due --retry-delay after their last call ended."""
+    rows = session.execute(
+        select(Contact.id, Attempt.ended_at)
+        .join(Attempt, Attempt.id == Contact.last_attempt_id)
+        .where(
+            Contact.campaign_id == campaign.id,
+            Contact.status == ContactStatus.PENDING,
+            Contact.attempts > 0,
+            Attempt.status == AttemptStatus.ENDED,
+            Attempt.ended_at.is_not(None),
+        )
+    ).all()
+    values = [
+        {"id": cid, "due_at": rules.retry_at(campaign, ended), "ready_at": None, "reason": None}
+        for cid, ended in rows
+    ]
+    for i in range(0, len(values), batch):
+        session.execute(update(Contact), values[i : i + batch])
 
 
 def pause(session: Session, campaign: Campaign, now: datetime) -> None:
@@ -712,9 +1070,11 @@ def resume(session: Session, campaign: Campaign, now: datetime) -> None:
 def cancel(session: Session, campaign: Campaign, now: datetime) -> None:
     if campaign.state == CampaignState.CANCELLED:
         return
-    if campaign.state == CampaignState.COMPLETED:
+    if campaign.state == CampaignState.COMPLETED and not campaign.schedule:
         raise CampaignStateError(f"campaign {campaign.id} is completed: nothing to cancel")
+    # Cancelling a recurring campaign between runs stops its schedule.
     campaign.state, campaign.finished_at = CampaignState.CANCELLED, now
+    campaign.next_run_at = None
     session.flush()
     _withdraw_all_queued(session, campaign.id, now, cancelled=True)
     session.execute(
@@ -770,6 +1130,7 @@ def complete_if_done(session: Session, campaign: Campaign, now: datetime) -> boo
     )
     if done:
         campaign.state, campaign.finished_at = CampaignState.COMPLETED, now
+        _finish_run(session, campaign, now)
     return done
 
 

@@ -42,6 +42,23 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--schedule", metavar="CRON")
     create.add_argument("--dnc", action="append", default=[], metavar="FILE.csv")
     create.add_argument("--tag-field", action="append", default=[], metavar="COLUMN")
+    upd = csub.add_parser(
+        "update",
+        help="change a campaign's rules for work not yet sent",
+        description="Change a campaign's rules; they apply to work not yet sent. "
+        "Give 'none' to remove an optional rule (--window, --days, --cps, "
+        "--max-concurrent, --schedule).",
+    )
+    upd.add_argument("id", type=int)
+    upd.add_argument("--json", action="store_true")
+    upd.add_argument("--window", type=_or_none(str), metavar="HH:MM-HH:MM")
+    upd.add_argument("--days", type=_or_none(str), metavar="mon-fri")
+    upd.add_argument("--timezone", metavar="ZONE")
+    upd.add_argument("--cps", type=_or_none(float))
+    upd.add_argument("--max-concurrent", type=_or_none(int))
+    upd.add_argument("--max-attempts", type=int)
+    upd.add_argument("--retry-delay", type=int, metavar="SECONDS")
+    upd.add_argument("--schedule", type=_or_none(str), metavar="CRON")
     for action in ("start", "pause", "resume", "cancel"):
         a = csub.add_parser(action, help=f"{action} a campaign")
         a.add_argument("id", type=int)
@@ -50,9 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("id", type=int)
     st.add_argument("--json", action="store_true")
     st.add_argument("--watch", action="store_true", help="follow it live until it finishes")
+    st.add_argument("--run", type=int, help="a finished run of a recurring campaign")
     ex = csub.add_parser("export", help="one CSV row per contact, in file order")
     ex.add_argument("id", type=int)
     ex.add_argument("-o", "--output", metavar="FILE.csv", help="default: standard output")
+    ex.add_argument("--run", type=int, help="a finished run of a recurring campaign")
     ls = csub.add_parser("list", help="every campaign")
     ls.add_argument("--json", action="store_true")
 
@@ -76,6 +95,19 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="a whole campaign on the embedded default, no services")
     return p
+
+
+_NONE = object()
+
+
+def _or_none(kind: Any) -> Any:
+    """An option value where 'none' removes the rule."""
+
+    def parse(value: str) -> Any:
+        return _NONE if value.strip().lower() in ("none", "off") else kind(value)
+
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +157,28 @@ def _run(args: argparse.Namespace) -> int:
     cmd = args.campaign_command
     if cmd == "create":
         return _create(api, args)
+    if cmd == "update":
+        names = (
+            "window",
+            "days",
+            "timezone",
+            "cps",
+            "max_concurrent",
+            "max_attempts",
+            "retry_delay",
+            "schedule",
+        )
+        given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+        if not given:
+            print("dialer: campaign update: give at least one rule to change", file=sys.stderr)
+            return 2
+        result = api.update(args.id, **{k: None if v is _NONE else v for k, v in given.items()})
+        if args.json:
+            _print(result, True)
+        else:
+            changed = ", ".join(result["changed"]) or "nothing (same values)"
+            print(f"campaign {result['id']} updated: {changed}")
+        return 0
     if cmd in ("start", "pause", "resume", "cancel"):
         result = getattr(api, cmd)(args.id)
         if args.json:
@@ -135,14 +189,14 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "status":
         if args.watch:
             return _watch(api, args.id, args.json)
-        _print_status(api.status(args.id), args.json)
+        _print_status(api.status(args.id, run=args.run), args.json)
         return 0
     if cmd == "export":
         if args.output:
-            n = api.export(args.id, args.output)
+            n = api.export(args.id, args.output, run=args.run)
             print(f"wrote {n} contacts to {args.output}", file=sys.stderr)
         else:
-            api.export(args.id, sys.stdout)
+            api.export(args.id, sys.stdout, run=args.run)
         return 0
     if cmd == "list":
         rows = api.list_campaigns()
@@ -225,10 +279,21 @@ def _print_status(st: dict[str, Any], as_json: bool) -> None:
         f"campaign {st['id']} ({st['name']}): {st['state']}"
         + (f" ({st['state_reason']})" if st.get("state_reason") else "")
     )
-    print(f"  {st['total']} contacts, {st['calls']} calls created")
+    run = f"run {st['run']}: " if st.get("run", 1) > 1 or st.get("next_run") else ""
+    print(f"  {run}{st['total']} contacts, {st['calls']} calls created")
     for name, count in st["contacts"].items():
         if count:
             print(f"  {name:<11} {count:>9}")
+    window = st.get("window") or {}
+    if window.get("waiting"):
+        opening = window.get("next_opening")
+        print(
+            f"  {window['waiting']} wait for their calling window"
+            + (f"; the next opens at {opening}" if opening else "")
+            + (f" ({window['never_opens']} never open)" if window.get("never_opens") else "")
+        )
+    if st.get("next_run"):
+        print(f"  next run at {st['next_run']}")
 
 
 def _watch(api: Any, campaign_id: int, as_json: bool) -> int:

@@ -18,7 +18,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from dialer import clock
 from dialer.models import Campaign, Contact, ContactStatus, Suppression
+from dialer.rules import zones_for
 
 PROGRESS_EVERY = 10_000
 # After this many rows written in one go, refresh the planner's statistics in the same
@@ -59,6 +60,9 @@ class ImportReport:
     invalid: int = 0
     duplicate: int = 0
     suppressed: int = 0
+    zone_keys: set[str | None] = field(
+        default_factory=set, compare=False
+    )  # rules.zones_for of good rows
 
 
 # --- normalization ------------------------------------------------------------------------
@@ -332,11 +336,12 @@ def import_contacts(
     campaign.invalid = report.invalid
     campaign.duplicate = report.duplicate
     campaign.suppressed = report.suppressed
+    campaign.zone_keys = sorted(report.zone_keys, key=lambda k: k or "")
     session.flush()
     return report
 
 
-_Row = tuple[int, str, str | None, str, str | None, dict[str, str]]
+_Row = tuple[int, str, str | None, str, str | None, dict[str, str], str | None]
 
 
 def _contact_rows(
@@ -347,7 +352,8 @@ def _contact_rows(
     report: ImportReport,
     path: Path,
 ) -> Iterator[_Row]:
-    """(row, phone, e164, status, reason, context) per data row; counts into ``report``.
+    """(row, phone, e164, status, reason, context, zones) per data row; counts into
+    ``report``. ``zones`` is the recipient's time zones (rules.zones_for) for good rows.
 
     Good numbers come out ``pending``; suppression is applied afterwards, set-based.
     """
@@ -361,6 +367,7 @@ def _contact_rows(
         ContactStatus.DUPLICATE,
     )
     row = 0
+    zone_keys = report.zone_keys
     try:
         for fields in reader:
             if not fields:
@@ -380,16 +387,18 @@ def _contact_rows(
                 reason = f"row has {len(fields)} fields, the header has {width}"
             if address is None:
                 report.invalid += 1
-                yield row, phone, None, invalid, reason, context
+                yield row, phone, None, invalid, reason, context, None
                 continue
             key = _dedupe_key(address)
             first = first_row.setdefault(key, row)
             if first != row:
                 report.duplicate += 1
-                yield row, phone, address, duplicate, f"same number as row {first}", context
+                yield (row, phone, address, duplicate, f"same number as row {first}", context, None)
                 continue
             report.imported += 1
-            yield row, phone, address, pending, None, context
+            zones = zones_for(address)
+            zone_keys.add(zones)
+            yield row, phone, address, pending, None, context, zones
     except csv.Error as exc:
         raise ContactFileError(f"{path}: row {row + 1} is not valid CSV ({exc})") from None
     finally:
@@ -409,12 +418,12 @@ def _copy_contacts(session: Session, campaign_id: int, rows: Iterator[_Row], due
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     statement = (
         'COPY contact (campaign_id, "row", phone, e164, status, reason, context, attempts, '
-        "due_at) "
+        "due_at, zones) "
         "FROM STDIN"
     )
     with dbapi.cursor() as cursor, cursor.copy(statement) as copy:
         write = copy.write_row
-        for row, phone, e164, status, reason, context in rows:
+        for row, phone, e164, status, reason, context, zones in rows:
             # A pending contact is due from now: the tick takes due contacts in due order.
             write(
                 (
@@ -427,6 +436,7 @@ def _copy_contacts(session: Session, campaign_id: int, rows: Iterator[_Row], due
                     dumps(context),
                     0,
                     due if status == ContactStatus.PENDING else None,
+                    zones,
                 )
             )
 
@@ -436,7 +446,7 @@ def _insert_contacts(
 ) -> None:
     statement = insert(Contact.__table__)
     batch: list[dict[str, Any]] = []
-    for row, phone, e164, status, reason, context in rows:
+    for row, phone, e164, status, reason, context, zones in rows:
         batch.append(
             {
                 "campaign_id": campaign_id,
@@ -449,6 +459,8 @@ def _insert_contacts(
                 "attempts": 0,
                 "due_at": due if status == ContactStatus.PENDING else None,
                 "last_attempt_id": None,
+                "zones": zones,
+                "ready_at": None,
             }
         )
         if len(batch) >= _SQLITE_BATCH:

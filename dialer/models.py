@@ -134,6 +134,11 @@ class Campaign(Base):
     days: Mapped[str | None] = mapped_column(String(40))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     schedule: Mapped[str | None] = mapped_column(String(120))
+    # The distinct time-zone keys of its contacts (``Contact.zones``; None for "the
+    # campaign's --timezone"): the tick checks the calling window once per key.
+    zone_keys: Mapped[list[str | None]] = mapped_column(Json, default=list)
+    run: Mapped[int] = mapped_column(Integer, default=0)  # the current run; 0 before start
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # --schedule
     rows: Mapped[int] = mapped_column(Integer, default=0)
     imported: Mapped[int] = mapped_column(Integer, default=0)
     invalid: Mapped[int] = mapped_column(Integer, default=0)
@@ -157,6 +162,10 @@ class Contact(Base):
     context: Mapped[dict[str, str]] = mapped_column(Json, default=dict)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # calls placed to this person
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When it was ready to dial, if its calling window moved ``due_at`` later: a change
+    # of --window, --days or --timezone puts it back to this and decides again.
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    zones: Mapped[str | None] = mapped_column(Text)  # rules.zones_for(e164)
     last_attempt_id: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
@@ -171,6 +180,15 @@ class Contact(Base):
             sqlite_where=text("status = 'pending'"),
         ),
         Index("ix_contact_e164", "e164"),
+        # The tick's window check: due pending contacts of one zone whose window is shut.
+        Index(
+            "ix_contact_zone_due",
+            "campaign_id",
+            "zones",
+            "due_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
     )
 
 
@@ -181,6 +199,7 @@ class Attempt(Base):
     contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"))
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)  # 1 for the first attempt on the contact
+    run: Mapped[int] = mapped_column(Integer, default=1)  # the campaign run it belongs to
     status: Mapped[str] = mapped_column(String(16), default=AttemptStatus.QUEUED)
     tag: Mapped[str | None] = mapped_column(Text)  # set when claimed for sending
     call_id: Mapped[str | None] = mapped_column(String(80), unique=True)
@@ -259,3 +278,42 @@ class Suppression(Base):
             sqlite_where=text("campaign_id IS NOT NULL"),
         ),
     )
+
+
+class CampaignRun(Base):
+    """One run of a campaign: the first at ``start``, then one per --schedule occurrence."""
+
+    __tablename__ = "campaign_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: by start
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Contacts by status when it finished, for status and the list of runs.
+    summary: Mapped[dict[str, int] | None] = mapped_column(Json)
+
+    __table_args__ = (
+        # Two beats, or a beat catching up, can never start the same run twice.
+        Index("uq_campaign_run_number", "campaign_id", "number", unique=True),
+    )
+
+
+class RunContact(Base):
+    """A contact's outcome in a past run, kept when the next run resets the contact."""
+
+    __tablename__ = "run_contact"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign_run.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("contact.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_attempt_id: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(Text)

@@ -102,6 +102,9 @@ def publish_dial(attempt_id: int, countdown: float | None = None) -> None:
 def tick() -> None:
     now = clock.now()
     with db.session_scope() as session:
+        # Recurring campaigns whose next occurrence has come start their next run.
+        attempts.start_due_runs(session, now)
+    with db.session_scope() as session:
         running = session.execute(
             select(Campaign.id, Campaign.cps).where(Campaign.state == CampaignState.RUNNING)
         ).all()
@@ -129,8 +132,10 @@ def release(campaign_id: int, share: float | None = None) -> list[int]:
         if campaign is None or campaign.state != CampaignState.RUNNING:
             return []
         if attempts.complete_if_done(session, campaign, now):
-            log.info("campaign %s completed", campaign_id)
+            log.info("campaign %s completed", campaign_id, extra={"campaign": campaign_id})
             return []
+        # Due contacts whose calling window is shut wait (in the table) for it to open.
+        attempts.defer_closed(session, campaign, now)
         rate = min(s.account_cps, s.number_cps, share or campaign.cps or float("inf"))
         queued, live = attempts.backlog(session, campaign_id)
         # Queued attempts will be live calls soon: they take concurrency room too.

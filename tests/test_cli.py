@@ -163,3 +163,30 @@ def test_worker_refuses_to_start_without_credentials(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert out.returncode != 0 and "CATAPULT_API_SECRET" in (out.stdout + out.stderr)
+
+
+def test_campaign_update_changes_rules_and_none_removes_one(
+    contacts: Path, clean_db: None, test_settings: settings.Settings
+) -> None:
+    env = {"DIALER_DATABASE_URL": test_settings.database_url}
+    out = dialer(
+        "campaign", "create", "--name", "u", "--from", "+19195550000",
+        "--contacts", str(contacts), "--cps", "3", "--json", env=env,
+    )  # fmt: skip
+    cid = str(json.loads(out.stdout)["id"])
+    out = dialer(
+        "campaign", "update", cid, "--window", "09:00-17:00", "--days", "Mon-Fri",
+        "--timezone", "America/Chicago", "--cps", "none", "--schedule", "0 9 * * mon",
+        "--json", env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["changed"] == ["window", "days", "timezone", "cps", "schedule"]
+    assert (result["rules"]["days"], result["rules"]["cps"]) == ("mon-fri", None)
+    assert result["next_run"] is None, "a draft has no next run until it starts"
+    out = dialer("campaign", "update", cid, "--window", "25:00-26:00", env=env)
+    assert out.returncode == 1 and "--window must look like 09:00-17:30" in out.stderr
+    out = dialer("campaign", "update", cid, env=env)
+    assert out.returncode == 2 and "at least one rule" in out.stderr
+    out = dialer("campaign", "status", cid, "--run", "7", env=env)
+    assert out.returncode == 1 and "has no run 7" in out.stderr

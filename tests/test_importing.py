@@ -559,3 +559,31 @@ def test_dnc_region_applies_to_national_numbers(session: Session) -> None:
     added, rejected = add_suppressions(session, ["020 7946 0958", "2125550100"], region="GB")
     assert added == 1
     assert rejected == ["row 2: not a valid number for region GB"]
+
+
+def test_good_rows_carry_their_time_zones_and_the_campaign_its_keys(
+    session: Session, tmp_csv
+) -> None:
+    path = tmp_csv(
+        [
+            ["phone"],
+            ["+12125551234"],  # New York
+            ["+12083012345"],  # Boise and Los Angeles
+            ["sip:desk@example.com"],  # no zone: the campaign's --timezone
+            ["+12125551234"],  # duplicate: never dialed, no zone kept
+            ["bogus"],
+        ]
+    )
+    campaign = make_campaign(session)
+    import_contacts(session, campaign, path)
+    zones = session.execute(
+        select(Contact.row, Contact.zones).where(Contact.campaign_id == campaign.id)
+    ).all()
+    assert sorted(zones) == [
+        (1, "America/New_York"),
+        (2, "America/Boise America/Los_Angeles"),
+        (3, None),
+        (4, None),
+        (5, None),
+    ]
+    assert campaign.zone_keys == [None, "America/Boise America/Los_Angeles", "America/New_York"]
