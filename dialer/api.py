@@ -71,6 +71,7 @@ EXPORT_COLUMNS = [
     "cause",
     "reason",
 ]
+RULE_FIELDS = attempts.RULE_FIELDS  # what ``update`` (and `campaign update`) can change
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
 

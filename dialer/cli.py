@@ -158,17 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "create":
         return _create(api, args)
     if cmd == "update":
-        names = (
-            "window",
-            "days",
-            "timezone",
-            "cps",
-            "max_concurrent",
-            "max_attempts",
-            "retry_delay",
-            "schedule",
-        )
-        given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+        given = {n: getattr(args, n) for n in api.RULE_FIELDS if getattr(args, n) is not None}
         if not given:
             print("dialer: campaign update: give at least one rule to change", file=sys.stderr)
             return 2
