@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from dialer import rules
+from dialer import db, metrics, rules
 from dialer.carrier.events import STATUS_EVENTS, CallEvent
 from dialer.models import (
     LIVE_ATTEMPT,
@@ -85,6 +85,7 @@ def build_tag(attempt_id: int, campaign_id: int, context: dict[str, str], fields
                 name,
                 attempt_id,
                 TAG_LIMIT,
+                extra={"attempt": attempt_id, "campaign": campaign_id},
             )
             continue
         tag, text = candidate, encoded
@@ -185,6 +186,7 @@ class SendOrder:
     tag: str
     call_timeout: int | None
     campaign_cps: float | None
+    contact_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,7 @@ def claim_for_send(
     ).one_or_none()
     if row is None:
         return None
-    not_before, to, context, _contact_id, campaign_id, from_number, fields, timeout, cps = row
+    not_before, to, context, contact_id, campaign_id, from_number, fields, timeout, cps = row
     if not_before is not None and not_before > now:
         return None
     tag = build_tag(attempt_id, campaign_id, context or {}, fields or [])
@@ -258,7 +260,7 @@ def claim_for_send(
     ).rowcount
     if claimed != 1:
         return None
-    return SendOrder(attempt_id, campaign_id, from_number, to, tag, timeout, cps)
+    return SendOrder(attempt_id, campaign_id, from_number, to, tag, timeout, cps, contact_id)
 
 
 def _lock(session: Session, attempt_id: int) -> tuple[Contact, Attempt] | None:
@@ -281,6 +283,19 @@ def _lock(session: Session, attempt_id: int) -> tuple[Contact, Attempt] | None:
     return contact, attempt
 
 
+def _ids(attempt: Attempt) -> dict[str, int]:
+    """The ids a log line about this attempt carries (dialer.logs)."""
+    return {"attempt": attempt.id, "campaign": attempt.campaign_id, "contact": attempt.contact_id}
+
+
+def _count_finished(session: Session, status: str, result: str | None, n: int = 1) -> None:
+    """Count attempts reaching a final status once the transaction that put them there
+    commits (a rolled-back one counts nothing). Counted, not read from the table at
+    scrape time: see dialer.metrics."""
+    if n:
+        db.after_commit(session, lambda: metrics.attempts_finished(status, result, n))
+
+
 def record_created(session: Session, attempt_id: int, call_id: str, now: datetime) -> None:
     """The carrier created the call: store its id, then apply any events that beat it here."""
     locked = _lock(session, attempt_id)
@@ -295,6 +310,7 @@ def record_created(session: Session, attempt_id: int, call_id: str, now: datetim
             attempt_id,
             attempt.call_id,
             call_id,
+            extra=_ids(attempt),
         )
         return
     _adopt(session, contact, attempt, call_id, now)
@@ -307,7 +323,10 @@ def _adopt(
     if attempt.status == AttemptStatus.WITHDRAWN:
         # Reconciliation found no call and released the contact, yet the call exists.
         log.error(
-            "attempt %s was reconciled as not created but call %s exists", attempt.id, call_id
+            "attempt %s was reconciled as not created but call %s exists",
+            attempt.id,
+            call_id,
+            extra=_ids(attempt),
         )
     attempt.call_id = call_id
     attempt.created_at = attempt.created_at or now
@@ -372,6 +391,7 @@ def record_refused(
     attempt.status = AttemptStatus.FAILED
     attempt.result, attempt.cause, attempt.error = Result.ERROR, cause, reason
     attempt.ended_at, attempt.lease_until = now, None
+    _count_finished(session, AttemptStatus.FAILED, Result.ERROR)
     if _is_current(contact, attempt):
         contact.status, contact.reason, contact.due_at = ContactStatus.FAILED, reason, None
 
@@ -394,6 +414,7 @@ def record_stop(session: Session, attempt_id: int, reason: str, now: datetime) -
     contact, attempt = locked
     if attempt.status == AttemptStatus.SENDING:
         attempt.status, attempt.error, attempt.lease_until = AttemptStatus.WITHDRAWN, reason, None
+        _count_finished(session, AttemptStatus.WITHDRAWN, None)
         if _is_current(contact, attempt):
             contact.status, contact.due_at = ContactStatus.PENDING, now
     session.execute(
@@ -476,6 +497,7 @@ def resolve_unknown(session: Session, attempt_id: int, call_id: str | None, now:
         _apply_orphans(session, contact, attempt, now)
         return
     attempt.status, attempt.error = AttemptStatus.WITHDRAWN, "no such call at the carrier"
+    _count_finished(session, AttemptStatus.WITHDRAWN, None)
     if _is_current(contact, attempt):
         contact.status, contact.due_at = ContactStatus.PENDING, now
 
@@ -508,6 +530,7 @@ def apply_event(session: Session, event: CallEvent, received_at: datetime, now: 
             event.call_id,
             attempt.id,
             attempt.call_id,
+            extra=_ids(attempt),
         )
         return "ignored"
     disposition = _apply(session, contact, attempt, event, now)
@@ -609,6 +632,7 @@ def _finish(session: Session, contact: Contact, attempt: Attempt, now: datetime)
     result = _outcome(attempt)
     attempt.status = AttemptStatus.ENDED
     attempt.result, attempt.cause = result.result, result.cause
+    _count_finished(session, AttemptStatus.ENDED, result.result)
     attempt.ended_at = attempt.ended_at or attempt.timed_out_at or now
     attempt.lease_until = None
     if not _is_current(contact, attempt):
@@ -807,6 +831,7 @@ def _withdraw_queued(
     )
     if not withdrawn:
         return
+    _count_finished(session, AttemptStatus.WITHDRAWN, None, len(withdrawn))
     values = (
         {"status": ContactStatus.CANCELLED, "due_at": None, "reason": "campaign cancelled"}
         if cancelled

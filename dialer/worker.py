@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init
+from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
 from kombu import Exchange, Queue
 
-from dialer import settings
+from dialer import logs, settings
 
 QUEUES = ("dialer.control", "dialer.events", "dialer.dial")
 TICK_SECONDS = 1.0
@@ -96,3 +96,20 @@ def _check_settings(**_: Any) -> None:
     except settings.SettingsError as exc:
         # Celery logs and swallows an Exception from a signal handler; SystemExit stops it.
         raise SystemExit(f"dialer worker: {exc}") from None
+
+
+@celeryd_init.connect
+def _quiet_banner_for_json(instance: Any = None, **_: Any) -> None:
+    # The start-up banner is printed, not logged: with JSON logs it would be the one
+    # stream of lines that does not parse (beat has no hook for this: run it with -q).
+    if instance is not None and settings.get().log_format == "json":
+        instance.quiet = True
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: Any = None, **_: Any) -> None:
+    """Celery's handlers (root and task logger, worker and beat) in DIALER_LOG_FORMAT,
+    secrets redacted; Celery keeps choosing the stream, file and level."""
+    if logger is not None:
+        logs.install(logger)

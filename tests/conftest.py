@@ -123,7 +123,11 @@ def tmp_csv(tmp_path: Path):
 
 
 def database_named(name: str) -> str:
-    """A fresh database beside the test database, for tests that run whole processes."""
-    return fresh_database(
-        make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
-    )
+    """A fresh database beside the test database, for tests that run whole processes.
+
+    Named after the test database when that is not the default, so suites run side by
+    side (DIALER_TEST_DATABASE_URL=.../dialer_test_ops) never drop each other's."""
+    base = make_url(TEST_DATABASE_URL)
+    if base.database != "dialer_test":
+        name = f"{base.database}_{name.removeprefix('dialer_')}"
+    return fresh_database(base.set(database=name).render_as_string(hide_password=False))
