@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dialer import attempts, clock, db, importing
+from dialer import attempts, clock, db, importing, logs
 from dialer.attempts import CampaignStateError
 from dialer.models import (
     Attempt,
@@ -292,9 +292,14 @@ def _release_now(campaign_id: int) -> None:
     try:
         from dialer import tasks
 
-        tasks.release(campaign_id)
+        with logs.bound(campaign=campaign_id):
+            tasks.release(campaign_id)
     except Exception as exc:
-        log.warning("could not release work now (%s); the next tick will", type(exc).__name__)
+        log.warning(
+            "could not release work now (%s); the next tick will",
+            type(exc).__name__,
+            extra={"campaign": campaign_id},
+        )
 
 
 def _wait_for_sends(campaign_id: int, wait: float) -> None:

@@ -111,7 +111,8 @@ def tick() -> None:
     if shares:
         pacer().set_shares(shares)
     for campaign_id, _ in running:
-        release(campaign_id, shares.get(campaign_id))
+        with logs.bound(campaign=campaign_id):
+            release(campaign_id, shares.get(campaign_id))
 
 
 def release(campaign_id: int, share: float | None = None) -> list[int]:

@@ -7,6 +7,7 @@ bounded memory rather than at exactly-once delivery, which Redis cannot give.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -99,11 +100,17 @@ def _check_settings(**_: Any) -> None:
 
 
 @celeryd_init.connect
-def _quiet_banner_for_json(instance: Any = None, **_: Any) -> None:
-    # The start-up banner is printed, not logged: with JSON logs it would be the one
-    # stream of lines that does not parse (beat has no hook for this: run it with -q).
-    if instance is not None and settings.get().log_format == "json":
+def _json_from_the_start(instance: Any = None, **_: Any) -> None:
+    """With JSON logs, nothing but JSON: no start-up banner (printed to standard output;
+    beat has no hook for this, run it with ``celery -q``), and a warning raised before
+    Celery sets up logging (such as running as root) is logged, not printed to standard
+    error. (Celery still prints "worker: Warm shutdown" to standard output.)"""
+    if settings.get().log_format != "json":
+        return
+    if instance is not None:
         instance.quiet = True
+    logs.configure(level=logging.WARNING)  # Celery replaces it with its own, in JSON too
+    logging.captureWarnings(True)
 
 
 @after_setup_logger.connect
