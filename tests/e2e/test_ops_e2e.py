@@ -89,7 +89,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> 
         "CATAPULT_API_SECRET": CARRIER_SECRET,
         "DIALER_ACCOUNT_CPS": "200",
         "DIALER_NUMBER_CPS": "200",
-        "DIALER_HTTP_TIMEOUT": "5",
+        "DIALER_HTTP_TIMEOUT": "10",  # a loaded machine must not turn a create ambiguous
         "DIALER_WORKER_THREADS": "8",  # a few connections: the database is shared
     }
     contacts = tmp / "contacts.csv"
