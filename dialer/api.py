@@ -28,7 +28,7 @@ from typing import IO, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dialer import attempts, clock, db, importing, rules
+from dialer import attempts, clock, db, importing, logs, rules
 from dialer.attempts import CampaignStateError
 from dialer.models import (
     Attempt,
@@ -370,9 +370,14 @@ def _release_now(campaign_id: int) -> None:
     try:
         from dialer import tasks
 
-        tasks.release(campaign_id)
+        with logs.bound(campaign=campaign_id):
+            tasks.release(campaign_id)
     except Exception as exc:
-        log.warning("could not release work now (%s); the next tick will", type(exc).__name__)
+        log.warning(
+            "could not release work now (%s); the next tick will",
+            type(exc).__name__,
+            extra={"campaign": campaign_id},
+        )
 
 
 def _wait_for_sends(campaign_id: int, wait: float) -> None:

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Integer, false, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from dialer import rules
+from dialer import db, metrics, rules
 from dialer.carrier.events import STATUS_EVENTS, CallEvent
 from dialer.models import (
     LIVE_ATTEMPT,
@@ -87,6 +87,7 @@ def build_tag(attempt_id: int, campaign_id: int, context: dict[str, str], fields
                 name,
                 attempt_id,
                 TAG_LIMIT,
+                extra={"attempt": attempt_id, "campaign": campaign_id},
             )
             continue
         tag, text = candidate, encoded
@@ -188,6 +189,7 @@ class SendOrder:
     tag: str
     call_timeout: int | None
     campaign_cps: float | None
+    contact_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,7 @@ def claim_for_send(
         due = rules.when_due(campaign, contact.zones, now)
         _withdraw_for(session, attempt_id, now, ContactStatus.PENDING, due)
         return None
-    to, context, campaign_id = contact.e164, contact.context, campaign.id
+    to, context, campaign_id, contact_id = contact.e164, contact.context, campaign.id, contact.id
     from_number, fields = campaign.from_number, campaign.tag_fields
     timeout, cps = campaign.call_timeout, campaign.cps
     tag = build_tag(attempt_id, campaign_id, context or {}, fields or [])
@@ -266,7 +268,7 @@ def claim_for_send(
     ).rowcount
     if claimed != 1:
         return None
-    return SendOrder(attempt_id, campaign_id, from_number, to, tag, timeout, cps)
+    return SendOrder(attempt_id, campaign_id, from_number, to, tag, timeout, cps, contact_id)
 
 
 def is_listed(session: Session, e164: str | None, campaign_id: int) -> bool:
@@ -304,6 +306,7 @@ def _withdraw_for(
     suppressed = status == ContactStatus.SUPPRESSED
     attempt.status, attempt.ended_at = AttemptStatus.WITHDRAWN, now
     attempt.error = "on the do-not-call list" if suppressed else "outside calling hours"
+    _count_finished(session, AttemptStatus.WITHDRAWN, None)
     if not _is_current(contact, attempt):
         return
     if suppressed:
@@ -343,6 +346,19 @@ def _lock(session: Session, attempt_id: int) -> tuple[Contact, Attempt] | None:
     return contact, attempt
 
 
+def _ids(attempt: Attempt) -> dict[str, int]:
+    """The ids a log line about this attempt carries (dialer.logs)."""
+    return {"attempt": attempt.id, "campaign": attempt.campaign_id, "contact": attempt.contact_id}
+
+
+def _count_finished(session: Session, status: str, result: str | None, n: int = 1) -> None:
+    """Count attempts reaching a final status once the transaction that put them there
+    commits (a rolled-back one counts nothing). Counted, not read from the table at
+    scrape time: see dialer.metrics."""
+    if n:
+        db.after_commit(session, lambda: metrics.attempts_finished(status, result, n))
+
+
 def record_created(session: Session, attempt_id: int, call_id: str, now: datetime) -> None:
     """The carrier created the call: store its id, then apply any events that beat it here."""
     locked = _lock(session, attempt_id)
@@ -357,6 +373,7 @@ def record_created(session: Session, attempt_id: int, call_id: str, now: datetim
             attempt_id,
             attempt.call_id,
             call_id,
+            extra=_ids(attempt),
         )
         return
     _adopt(session, contact, attempt, call_id, now)
@@ -369,7 +386,10 @@ def _adopt(
     if attempt.status == AttemptStatus.WITHDRAWN:
         # Reconciliation found no call and released the contact, yet the call exists.
         log.error(
-            "attempt %s was reconciled as not created but call %s exists", attempt.id, call_id
+            "attempt %s was reconciled as not created but call %s exists",
+            attempt.id,
+            call_id,
+            extra=_ids(attempt),
         )
     attempt.call_id = call_id
     attempt.created_at = attempt.created_at or now
@@ -434,6 +454,7 @@ def record_refused(
     attempt.status = AttemptStatus.FAILED
     attempt.result, attempt.cause, attempt.error = Result.ERROR, cause, reason
     attempt.ended_at, attempt.lease_until = now, None
+    _count_finished(session, AttemptStatus.FAILED, Result.ERROR)
     if _is_current(contact, attempt):
         contact.status, contact.reason, contact.due_at = ContactStatus.FAILED, reason, None
 
@@ -456,6 +477,7 @@ def record_stop(session: Session, attempt_id: int, reason: str, now: datetime) -
     contact, attempt = locked
     if attempt.status == AttemptStatus.SENDING:
         attempt.status, attempt.error, attempt.lease_until = AttemptStatus.WITHDRAWN, reason, None
+        _count_finished(session, AttemptStatus.WITHDRAWN, None)
         if _is_current(contact, attempt):
             contact.status, contact.due_at = ContactStatus.PENDING, now
     session.execute(
@@ -538,6 +560,7 @@ def resolve_unknown(session: Session, attempt_id: int, call_id: str | None, now:
         _apply_orphans(session, contact, attempt, now)
         return
     attempt.status, attempt.error = AttemptStatus.WITHDRAWN, "no such call at the carrier"
+    _count_finished(session, AttemptStatus.WITHDRAWN, None)
     if _is_current(contact, attempt):
         contact.status, contact.due_at = ContactStatus.PENDING, now
 
@@ -570,6 +593,7 @@ def apply_event(session: Session, event: CallEvent, received_at: datetime, now: 
             event.call_id,
             attempt.id,
             attempt.call_id,
+            extra=_ids(attempt),
         )
         return "ignored"
     disposition = _apply(session, contact, attempt, event, now)
@@ -671,6 +695,7 @@ def _finish(session: Session, contact: Contact, attempt: Attempt, now: datetime)
     result = _outcome(attempt)
     attempt.status = AttemptStatus.ENDED
     attempt.result, attempt.cause = result.result, result.cause
+    _count_finished(session, AttemptStatus.ENDED, result.result)
     attempt.ended_at = attempt.ended_at or attempt.timed_out_at or now
     attempt.lease_until = None
     if not _is_current(contact, attempt):
@@ -1168,6 +1193,7 @@ def _withdraw_queued(
     )
     if not withdrawn:
         return
+    _count_finished(session, AttemptStatus.WITHDRAWN, None, len(withdrawn))
     values = (
         {"status": ContactStatus.CANCELLED, "due_at": None, "reason": "campaign cancelled"}
         if cancelled

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from dialer import settings
+from dialer import logs, settings
 
 FINAL_STATES = ("completed", "cancelled")
 
@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return simulator.main(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings.get()
+        logs.configure(level=logging.WARNING)  # DIALER_LOG_FORMAT, secrets redacted
         return _run(args)
     except settings.SettingsError as exc:
         print(f"dialer: configuration: {exc}", file=sys.stderr)

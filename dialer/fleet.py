@@ -103,8 +103,12 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
 
 
 class Fleet:
-    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, workdir: Path, env: Mapping[str, str], stdout_apart: bool = False) -> None:
+        """``stdout_apart``: each process's standard output goes to NAME.stdout, and
+        NAME.log holds its standard error alone, where every process logs (Celery
+        prints its banner and shutdown notices to standard output)."""
         self.workdir = Path(workdir)
+        self.stdout_apart = stdout_apart
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, **env}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -114,11 +118,12 @@ class Fleet:
     # ------------------------------------------------------------------ processes
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
+        out = (self.workdir / f"{name}.stdout").open("ab") if self.stdout_apart else log
         proc = subprocess.Popen(
             argv,
             env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=log,
             cwd=self.workdir,
             start_new_session=True,
         )
@@ -168,7 +173,9 @@ class Fleet:
         self.env["DIALER_CALLBACK_URL"] = self.receiver_url
         return self.receiver_url
 
-    def start_worker(self, name: str, concurrency: int | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str, concurrency: int | None = None, loglevel: str = "INFO"
+    ) -> subprocess.Popen[bytes]:
         argv = [
             sys.executable,
             "-m",
@@ -176,7 +183,7 @@ class Fleet:
             "-A",
             "dialer",
             "worker",
-            "--loglevel=INFO",
+            f"--loglevel={loglevel}",
             "-n",
             f"{name}@%h",
             "--without-gossip",
@@ -186,13 +193,15 @@ class Fleet:
             argv.append(f"--concurrency={concurrency}")
         return self._spawn(name, argv)
 
-    def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
+    def start_beat(self, name: str = "beat", quiet: bool = False) -> subprocess.Popen[bytes]:
+        """``quiet``: no start-up banner (celery's global -q), as with JSON logs."""
         return self._spawn(
             name,
             [
                 sys.executable,
                 "-m",
                 "celery",
+                *(["-q"] if quiet else []),
                 "-A",
                 "dialer",
                 "beat",

@@ -22,15 +22,17 @@ import hmac
 import json
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from dialer import clock, settings
+from dialer import clock, logs, metrics, settings
 from dialer.carrier import events
 
 log = logging.getLogger(__name__)
 
 PATH = "/callbacks/catapult"
+METRICS_PATH = "/metrics"
 MAX_BODY = 64 * 1024  # the carrier's events are a few hundred bytes
 
 Handover = Callable[[dict[str, Any], str], None]
@@ -78,101 +80,193 @@ def celery_handover(payload: dict[str, Any], received_at: str) -> None:
         raise HandoverFailed(f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
-class Receiver:
-    """The WSGI application."""
+@dataclass(frozen=True)
+class _Answer:
+    status: str  # the status line, "200 OK"
+    body: dict[str, str]
+    reason: str  # for the metrics: why a callback was refused, or "accepted"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    event_type: str | None = None
 
-    def __init__(self, secret: str, handover: Handover = celery_handover) -> None:
+    @property
+    def code(self) -> int:
+        return int(self.status[:3])
+
+
+_CREDENTIALS_REQUIRED = [("WWW-Authenticate", 'Basic realm="dialer"')]
+_METRICS_CHALLENGE = [("WWW-Authenticate", 'Bearer realm="dialer-metrics"')]
+
+
+class Receiver:
+    """The WSGI application.
+
+    ``/metrics`` serves the fleet's Prometheus metrics (dialer.metrics) to whoever holds
+    ``metrics_token`` (Bearer, or the password of Basic credentials), a credential of
+    its own: the callback secret does not open it, and without a token configured the
+    path does not exist (404), so nothing about the fleet is exposed by default.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        handover: Handover = celery_handover,
+        metrics_token: str | None = None,
+        scrape: Callable[[], tuple[bytes, str]] | None = None,
+    ) -> None:
         if not secret:
             raise settings.SettingsError("DIALER_CALLBACK_SECRET is required by the receiver")
+        if metrics_token is not None and metrics_token == secret:
+            raise settings.SettingsError(
+                "DIALER_METRICS_TOKEN must differ from DIALER_CALLBACK_SECRET"
+            )
         self._secret = secret.encode()
         self._handover = handover
+        self._metrics_token = metrics_token.encode() if metrics_token else None
+        self._scrape = scrape or metrics.exposition
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/healthz":
             return _reply(start_response, "200 OK", {"status": "ok"})
+        if path == METRICS_PATH and self._metrics_token is not None:
+            return self._metrics(environ, start_response)
+        if not path.startswith(PATH):
+            return _reply(start_response, "404 Not Found", {"error": "no such path"})
+        answer = self._callback(environ, path)
+        metrics.callback(answer.code, answer.reason, answer.event_type)
+        return _reply(start_response, answer.status, answer.body, answer.headers)
+
+    def _callback(self, environ: dict[str, Any], path: str) -> _Answer:
         token: str | None = None
         if path.startswith(PATH + "/t/"):
             token = path[len(PATH) + 3 :]
         elif path not in (PATH, PATH + "/fallback"):
-            return _reply(start_response, "404 Not Found", {"error": "no such path"})
+            return _Answer("404 Not Found", {"error": "no such path"}, "no-such-path")
         if environ.get("REQUEST_METHOD") != "POST":
-            return _reply(
-                start_response,
+            return _Answer(
                 "405 Method Not Allowed",
                 {"error": "callbacks must be POSTed"},
+                "method",
                 [("Allow", "POST")],
             )
         denied = self._authenticate(environ, token)
         if denied is not None:
-            return denied(start_response)
+            return denied
         body, error = _read_body(environ)
         if error is not None:
-            return _reply(start_response, *error)
+            return error
         try:
             event = events.parse(json.loads(body))
         except (ValueError, UnicodeDecodeError) as exc:
-            reason = str(exc) if isinstance(exc, events.BadEvent) else "body is not valid JSON"
-            return _reply(start_response, "400 Bad Request", {"error": reason})
+            if isinstance(exc, events.BadEvent):
+                return _Answer("400 Bad Request", {"error": str(exc)}, "malformed-event")
+            return _Answer("400 Bad Request", {"error": "body is not valid JSON"}, "not-json")
         try:
             self._handover(event.payload, clock.now().isoformat())
         except HandoverFailed as exc:
             log.error("could not hand over a %s event (%s): answering 503", event.event_type, exc)
-            return _reply(
-                start_response,
+            return _Answer(
                 "503 Service Unavailable",
                 {"error": "cannot accept events right now"},
+                "broker-unavailable",
                 [("Retry-After", "1")],
             )
-        return _reply(start_response, "200 OK", {"status": "accepted"})
+        return _Answer("200 OK", {"status": "accepted"}, "accepted", event_type=event.event_type)
 
-    def _authenticate(
-        self, environ: dict[str, Any], token: str | None
-    ) -> Callable[[StartResponse], Iterable[bytes]] | None:
+    def _authenticate(self, environ: dict[str, Any], token: str | None) -> _Answer | None:
         if token is not None:
             given = token.encode()
         else:
             header = environ.get("HTTP_AUTHORIZATION", "")
             scheme, _, value = header.partition(" ")
             if scheme.lower() != "basic" or not value:
-                return lambda sr: _reply(
-                    sr,
+                return _Answer(
                     "401 Unauthorized",
                     {"error": "credentials required"},
-                    [("WWW-Authenticate", 'Basic realm="dialer"')],
+                    "no-credentials",
+                    _CREDENTIALS_REQUIRED,
                 )
             try:
                 decoded = base64.b64decode(value.strip(), validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
-                return lambda sr: _reply(
-                    sr,
+                return _Answer(
                     "401 Unauthorized",
                     {"error": "malformed Basic credentials"},
-                    [("WWW-Authenticate", 'Basic realm="dialer"')],
+                    "malformed-credentials",
+                    _CREDENTIALS_REQUIRED,
                 )
             given = decoded.partition(":")[2].encode()
         if not hmac.compare_digest(given, self._secret):
-            return lambda sr: _reply(sr, "403 Forbidden", {"error": "wrong credentials"})
+            return _Answer("403 Forbidden", {"error": "wrong credentials"}, "wrong-credentials")
         return None
 
+    def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return _reply(
+                start_response,
+                "405 Method Not Allowed",
+                {"error": "metrics are read with GET"},
+                [("Allow", "GET, HEAD")],
+            )
+        if not _bearer_or_basic_matches(environ.get("HTTP_AUTHORIZATION", ""), self._metrics_token):
+            # 401 for missing and wrong alike: a scraper told to authenticate retries
+            # with credentials, and nothing tells a prober which it got wrong.
+            return _reply(
+                start_response,
+                "401 Unauthorized",
+                {"error": "metrics credentials required"},
+                _METRICS_CHALLENGE,
+            )
+        body, content_type = self._scrape()
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
-def _read_body(environ: dict[str, Any]) -> tuple[bytes, tuple[str, dict[str, str]] | None]:
+
+def _bearer_or_basic_matches(header: str, token: bytes | None) -> bool:
+    """Bearer TOKEN, or Basic with TOKEN as the password (any user), in constant time."""
+    if token is None:
+        return False
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        given = value.encode()
+    elif scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(value, validate=True).partition(b":")[2]
+        except binascii.Error:
+            return False
+    else:
+        return False
+    return hmac.compare_digest(given, token)
+
+
+def _read_body(environ: dict[str, Any]) -> tuple[bytes, _Answer | None]:
     raw_length = environ.get("CONTENT_LENGTH") or ""
     stream = environ["wsgi.input"]
+    too_large = _Answer(
+        "413 Content Too Large", {"error": f"body over {MAX_BODY} bytes"}, "too-large"
+    )
     if raw_length:
         try:
             length = int(raw_length)
         except ValueError:
-            return b"", ("400 Bad Request", {"error": "bad Content-Length"})
+            return b"", _Answer("400 Bad Request", {"error": "bad Content-Length"}, "bad-length")
         if length > MAX_BODY:
-            return b"", ("413 Content Too Large", {"error": f"body over {MAX_BODY} bytes"})
+            return b"", too_large
         body = stream.read(length)
     else:  # chunked: read no more than the bound allows
         body = stream.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
-            return b"", ("413 Content Too Large", {"error": f"body over {MAX_BODY} bytes"})
+            return b"", too_large
     if not body:
-        return b"", ("400 Bad Request", {"error": "empty body"})
+        return b"", _Answer("400 Bad Request", {"error": "empty body"}, "empty")
     return body, None
 
 
@@ -213,6 +307,8 @@ def serve(host: str, port: int, workers: int = 2, threads: int = 16) -> None:
         "limit_request_line": 4094,
         "limit_request_fields": 50,
         "proc_name": "dialer-receiver",
+        # gunicorn's own lines in DIALER_LOG_FORMAT, secrets redacted (dialer.logs).
+        "logger_class": logs.gunicorn_logger_class(),
     }
 
     class _App(BaseApplication):  # type: ignore[misc]
@@ -221,6 +317,7 @@ def serve(host: str, port: int, workers: int = 2, threads: int = 16) -> None:
                 self.cfg.set(key, value)
 
         def load(self) -> Receiver:
-            return Receiver(settings.get().callback_secret or "")
+            s = settings.get()
+            return Receiver(s.callback_secret or "", metrics_token=s.metrics_token)
 
     _App().run()

@@ -95,6 +95,7 @@ class Settings:
     number_cps: float = 1.0
     worker_threads: int = 32
     log_format: str = "text"
+    metrics_token: str | None = field(default=None, repr=False)
 
     def require(self, *names: str) -> None:
         """Fail with every missing setting named, for the processes that need them."""
@@ -121,6 +122,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DIALER_NUMBER_CPS": ("number_cps", _positive_float),
     "DIALER_WORKER_THREADS": ("worker_threads", _positive_int),
     "DIALER_LOG_FORMAT": ("log_format", _choice("text", "json")),
+    "DIALER_METRICS_TOKEN": ("metrics_token", _text),
 }
 _ATTR = {name: attr for name, (attr, _) in _VARIABLES.items()}
 
@@ -138,6 +140,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             values[attr] = coerce(name, raw)
         except SettingsError as exc:
             errors.append(str(exc))
+    # Whoever may read metrics must not thereby be able to post callbacks, and a token
+    # pasted into a Prometheus config must not be the secret that moves contacts.
+    token = values.get("metrics_token")
+    if token is not None and token == values.get("callback_secret"):
+        errors.append("DIALER_METRICS_TOKEN must differ from DIALER_CALLBACK_SECRET")
     if errors:
         raise SettingsError("; ".join(errors))
     # DIALER_REDIS_URL defaults to the broker URL, whatever that was set to.

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
-from dialer import attempts, clock, db, pacing, rules, settings
+from dialer import attempts, clock, db, logs, metrics, pacing, rules, settings
 from dialer.carrier import events
 from dialer.carrier.catapult import (
     Action,
@@ -114,7 +114,8 @@ def tick() -> None:
     if shares:
         pacer().set_shares(shares)
     for campaign_id, _ in running:
-        release(campaign_id, shares.get(campaign_id))
+        with logs.bound(campaign=campaign_id):
+            release(campaign_id, shares.get(campaign_id))
 
 
 def release(campaign_id: int, share: float | None = None) -> list[int]:
@@ -152,6 +153,11 @@ def release(campaign_id: int, share: float | None = None) -> list[int]:
 
 @app.task(name="dialer.dial", **_retry_db)
 def dial(attempt_id: int) -> None:
+    with logs.bound(attempt=attempt_id):
+        _dial(attempt_id)
+
+
+def _dial(attempt_id: int) -> None:
     with db.session_scope() as session:
         peek = attempts.peek(session, attempt_id)
     if peek is None or peek.status != AttemptStatus.QUEUED:
@@ -166,6 +172,7 @@ def dial(attempt_id: int) -> None:
         order = attempts.claim_for_send(session, attempt_id, clock.now(), lease)
     if order is None:
         return
+    logs.bind(campaign=order.campaign_id, contact=order.contact_id)
     # The slot is taken after the claim, so nothing slow stands between the slot and
     # the request: sends stay as evenly spaced as the slots.
     wait = take_slot(order)
@@ -197,9 +204,12 @@ def take_slot(order: attempts.SendOrder) -> float | None:
     for _ in range(3):
         slot = pacer().reserve(limits, MAX_WAIT)
         if not slot.reserved:
-            return max(0.05, slot.wait - MAX_WAIT / 2)
+            back = max(0.05, slot.wait - MAX_WAIT / 2)
+            metrics.rate_limit_wait("pace-requeue", back)
+            return back
         due = time.monotonic() + slot.wait
         if slot.wait > 0:
+            metrics.rate_limit_wait("pace-sleep", slot.wait)
             time.sleep(slot.wait)
         if time.monotonic() - due <= tolerance:
             return None
@@ -230,6 +240,7 @@ def send(order: attempts.SendOrder) -> None:
     except CarrierError as exc:
         _record_error(order, exc)
         return
+    metrics.call_created()
     with db.session_scope() as session:
         attempts.record_created(session, order.attempt_id, call_id, clock.now())
     log.debug("attempt %s created call %s", order.attempt_id, call_id)
@@ -237,6 +248,7 @@ def send(order: attempts.SendOrder) -> None:
 
 def _record_error(order: attempts.SendOrder, exc: CarrierError) -> None:
     now = clock.now()
+    metrics.carrier_error(exc)
     log.warning(
         "attempt %s (campaign %s): carrier said %s", order.attempt_id, order.campaign_id, exc
     )
@@ -245,6 +257,7 @@ def _record_error(order: attempts.SendOrder, exc: CarrierError) -> None:
             if exc.action is Action.RATE_LIMITED:
                 until = exc.retry_at or time.time() + 1.0
                 pacer().hold(until)  # the whole fleet backs off, not just this worker
+                metrics.rate_limit_wait("pushback", until - time.time())
                 delay = max(0.05, until - time.time())
             else:
                 sends = session.scalar(select(Attempt.sends).where(Attempt.id == order.attempt_id))
@@ -275,11 +288,14 @@ def apply_event(payload: dict[str, Any], received_at: str) -> str:
         event = events.parse(payload)
     except events.BadEvent as exc:  # the receiver validated it; never loop on a bad one
         log.error("dropping malformed event: %s", exc)
+        metrics.event_applied("malformed", None)
         return "malformed"
-    with db.session_scope() as session:
-        return attempts.apply_event(
+    with logs.bound(attempt=event.attempt_id), db.session_scope() as session:
+        disposition = attempts.apply_event(
             session, event, datetime.fromisoformat(received_at), clock.now()
         )
+    metrics.event_applied(disposition, received_at)  # committed: the lag ends here
+    return disposition
 
 
 # -------------------------------------------------------------------------- sweep
@@ -358,7 +374,12 @@ def reconcile(now: datetime, limit: int = 200) -> int:
         try:
             call_id = _find_call(from_number, to, tag, sent_at)
         except CarrierError as exc:
-            log.warning("cannot reconcile attempt %s yet: %s", attempt_id, exc)
+            log.warning(
+                "cannot reconcile attempt %s yet: %s",
+                attempt_id,
+                exc,
+                extra={"attempt": attempt_id},
+            )
             continue
         with db.session_scope() as session:
             attempts.resolve_unknown(session, attempt_id, call_id, clock.now())
@@ -382,7 +403,13 @@ def recover_overdue(now: datetime, limit: int = 200) -> int:
                 else []
             )
         except CarrierError as exc:
-            log.warning("cannot read call %s of attempt %s yet: %s", call_id, attempt_id, exc)
+            log.warning(
+                "cannot read call %s of attempt %s yet: %s",
+                call_id,
+                attempt_id,
+                exc,
+                extra={"attempt": attempt_id},
+            )
             with db.session_scope() as session:
                 attempts.check_again(session, attempt_id, now)
                 # A hangup held for confirmation is not held forever.

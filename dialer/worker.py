@@ -7,13 +7,14 @@ bounded memory rather than at exactly-once delivery, which Redis cannot give.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init
+from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
 from kombu import Exchange, Queue
 
-from dialer import settings
+from dialer import logs, settings
 
 QUEUES = ("dialer.control", "dialer.events", "dialer.dial")
 TICK_SECONDS = 1.0
@@ -96,3 +97,26 @@ def _check_settings(**_: Any) -> None:
     except settings.SettingsError as exc:
         # Celery logs and swallows an Exception from a signal handler; SystemExit stops it.
         raise SystemExit(f"dialer worker: {exc}") from None
+
+
+@celeryd_init.connect
+def _json_from_the_start(instance: Any = None, **_: Any) -> None:
+    """With JSON logs, nothing but JSON: no start-up banner (printed to standard output;
+    beat has no hook for this, run it with ``celery -q``), and a warning raised before
+    Celery sets up logging (such as running as root) is logged, not printed to standard
+    error. (Celery still prints "worker: Warm shutdown" to standard output.)"""
+    if settings.get().log_format != "json":
+        return
+    if instance is not None:
+        instance.quiet = True
+    logs.configure(level=logging.WARNING)  # Celery replaces it with its own, in JSON too
+    logging.captureWarnings(True)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: Any = None, **_: Any) -> None:
+    """Celery's handlers (root and task logger, worker and beat) in DIALER_LOG_FORMAT,
+    secrets redacted; Celery keeps choosing the stream, file and level."""
+    if logger is not None:
+        logs.install(logger)

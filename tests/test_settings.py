@@ -48,9 +48,11 @@ def test_secrets_stay_out_of_repr_and_errors() -> None:
             "CATAPULT_API_SECRET": "hunter2",
             "DIALER_CALLBACK_SECRET": "cb-secret",
             "DIALER_CALLBACK_URL": "https://u:pw@dialer.example.com",
+            "DIALER_METRICS_TOKEN": "scrape-me",
         }
     )
     assert "hunter2" not in repr(s) and "cb-secret" not in repr(s) and "pw@" not in repr(s)
+    assert s.metrics_token == "scrape-me" and "scrape-me" not in repr(s)
     with pytest.raises(settings.SettingsError) as err:
         settings.load({"DIALER_CALLBACK_URL": "ftp://user:topsecret@x"})
     assert "topsecret" not in str(err.value)
