@@ -20,8 +20,32 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from kombu.transport import memory
+
 CONTACTS = 1000
 OUTCOMES = {"answered": 0.55, "busy": 0.15, "no-answer": 0.15, "rejected": 0.1, "congestion": 0.05}
+
+
+class _MemoryTransport(memory.Transport):
+    """Celery's in-memory broker, waking the worker's consumer loop every few ms.
+
+    A transport without an event loop (the in-memory one) runs Celery's ``synloop``,
+    which sends the late acks its pool threads hand back only between two calls of
+    ``drain_events(timeout=2.0)``; and the virtual transport's ``drain_events`` sits out
+    that whole timeout when the prefetch window is full, full of tasks that finished and
+    wait for their ack. With production's prefetch (one message per thread) the worker
+    then ran about one window of tasks per 2 s, however idle its threads (reported for
+    5.3 to 5.6 in celery/celery#10263). Capping the wait makes the loop ack within ms.
+    Production is untouched: Redis workers run the event loop, which acks at once.
+    """
+
+    polling_interval = 0.005  # the default (1 s) would pace the demo
+    drain_wait = 0.02
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> Any:
+        if timeout is not None:
+            timeout = min(timeout, self.drain_wait)
+        return super().drain_events(connection, timeout=timeout)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -135,11 +159,7 @@ def main() -> int:
     from dialer.receiver import Receiver
 
     worker.configure(settings.get())
-    # The in-memory transport polls its queues; its default (1 s) would pace the demo.
-    worker.app.conf.broker_transport_options = {"polling_interval": 0.01}
-    # Its QoS counts messages waiting for a countdown as unacknowledged: a prefetch of
-    # one per thread lets a few countdowns stall the in-process worker.
-    worker.app.conf.worker_prefetch_multiplier = 64
+    worker.app.conf.broker_transport = _MemoryTransport
     migrate.upgrade()
     receiver_server.set_app(Receiver(secret))
     threading.Thread(target=receiver_server.serve_forever, daemon=True).start()
