@@ -5,6 +5,8 @@ WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY dialer ./dialer
 COPY migrations ./migrations
+# Editable on purpose: `dialer db upgrade` reads alembic.ini and migrations/ beside the
+# package, which a site-packages install would leave behind.
 RUN pip install -e . && useradd --create-home dialer
 USER dialer
 CMD ["dialer", "--help"]

@@ -235,20 +235,49 @@ def _create(api: Any, args: argparse.Namespace) -> int:
 
 
 def _import_progress(quiet: bool) -> tuple[Any, Any]:
-    """A live row counter on a terminal; nothing when piped (or printing JSON)."""
-    if quiet or not sys.stderr.isatty():
+    """Rows read so far, on stderr: a live counter on a terminal; off one (a log, a
+    pipe) a plain line for the first report and then at most one a second, and a last
+    one at the end. The import reports every ``PROGRESS_EVERY`` rows, so a small file
+    shows nothing. Nothing with --json: a script reading the report wants only that."""
+    if quiet:
         return None, lambda: None
+    started = time.monotonic()
+
+    def rate(n: int) -> str:
+        return f"{n / max(time.monotonic() - started, 1e-6):,.0f} rows/s"
+
+    if not sys.stderr.isatty():
+        from dialer.importing import PROGRESS_EVERY
+
+        last = {"n": 0, "at": 0.0}
+
+        def line(n: int) -> None:
+            if n < PROGRESS_EVERY:  # the end of a small file: not worth a line
+                return
+            now = time.monotonic()
+            if last["n"] == 0 or now - last["at"] >= 1.0:
+                print(f"importing: {n:,} rows read, {rate(n)}", file=sys.stderr, flush=True)
+                last["at"] = now
+            last["n"] = n
+
+        def end() -> None:
+            if last["n"]:  # a large file: say where it ended
+                print(f"importing: {last['n']:,} rows read, done", file=sys.stderr, flush=True)
+
+        return line, end
+    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     bar = Progress(
         SpinnerColumn(),
-        TextColumn("importing {task.completed:,} rows"),
+        TextColumn("importing {task.completed:,} rows {task.fields[rate]}"),
         TimeElapsedColumn(),
+        console=Console(stderr=True),
         transient=True,
     )
-    task = bar.add_task("import", total=None)
+    task = bar.add_task("import", total=None, rate="")
     bar.start()
-    return (lambda n: bar.update(task, completed=n)), bar.stop
+    return (lambda n: bar.update(task, completed=n, rate=f"({rate(n)})")), bar.stop
 
 
 def _print(data: Any, as_json: bool) -> None:
@@ -287,22 +316,28 @@ def _print_status(st: dict[str, Any], as_json: bool) -> None:
 
 
 def _watch(api: Any, campaign_id: int, as_json: bool) -> int:
-    """Follow a campaign until it is completed or cancelled (Ctrl-C stops watching)."""
+    """Follow a campaign until it is completed or cancelled (Ctrl-C stops watching):
+    a live bar with rates on a terminal; off one a plain line every 2 s (a JSON object
+    per line with --json)."""
     if as_json or not sys.stdout.isatty():
-        while True:  # plain lines when not on a terminal
+        last: tuple[int, float] | None = None
+        while True:
             st = api.status(campaign_id)
             if as_json:
                 _print(st, True)
             else:
-                left = st["contacts"]["pending"] + st["contacts"]["dialing"]
-                print(
-                    f"{time.strftime('%H:%M:%S')} {st['state']} "
-                    f"{st['total'] - left}/{st['total']} final, {st['calls']} calls",
-                    flush=True,
-                )
+                now = time.monotonic()
+                line = f"{time.strftime('%H:%M:%S')} {_watch_line(st)}"
+                if last is not None:
+                    calls, at = last
+                    line += f", {(st['calls'] - calls) / max(now - at, 1e-6):.1f} calls/s"
+                last = (st["calls"], now)
+                print(line, flush=True)
             if st["state"] in FINAL_STATES:
                 return 0
             time.sleep(2)
+    from collections import deque
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     st = api.status(campaign_id)
@@ -311,7 +346,8 @@ def _watch(api: Any, campaign_id: int, as_json: bool) -> int:
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[calls]} calls"),
-        TextColumn("{task.fields[rate]:.1f}/s"),
+        TextColumn("{task.fields[rate]:.1f} calls/s"),
+        TextColumn("{task.fields[final_rate]:.1f} final/s"),
         TimeElapsedColumn(),
     ) as bar:
         task = bar.add_task(
@@ -321,22 +357,38 @@ def _watch(api: Any, campaign_id: int, as_json: bool) -> int:
             state=st["state"],
             calls=st["calls"],
             rate=0.0,
+            final_rate=0.0,
         )
-        last_calls, last_t = st["calls"], time.monotonic()
+        # Rates over the last few seconds: one poll's difference jumps with every tick.
+        window = deque([(time.monotonic(), st["calls"], _final(st))], maxlen=6)
         while True:
             st = api.status(campaign_id)
-            now = time.monotonic()
-            rate = (st["calls"] - last_calls) / max(now - last_t, 1e-6)
-            last_calls, last_t = st["calls"], now
-            left = st["contacts"]["pending"] + st["contacts"]["dialing"]
+            window.append((time.monotonic(), st["calls"], _final(st)))
+            (t0, calls0, final0), (t1, calls1, final1) = window[0], window[-1]
+            rate = (calls1 - calls0) / max(t1 - t0, 1e-6)
+            final_rate = (final1 - final0) / max(t1 - t0, 1e-6)
             bar.update(
-                task, completed=st["total"] - left, state=st["state"], calls=st["calls"], rate=rate
+                task,
+                completed=_final(st),
+                state=st["state"],
+                calls=st["calls"],
+                rate=rate,
+                final_rate=final_rate,
             )
             if st["state"] in FINAL_STATES:
                 break
             time.sleep(1)
     _print_status(st, False)
     return 0
+
+
+def _final(st: dict[str, Any]) -> int:
+    """Contacts with a final status."""
+    return int(st["total"] - st["contacts"]["pending"] - st["contacts"]["dialing"])
+
+
+def _watch_line(st: dict[str, Any]) -> str:
+    return f"{st['state']} {_final(st)}/{st['total']} final, {st['calls']} calls"
 
 
 if __name__ == "__main__":
