@@ -6,20 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from benchmarks.chaos import run_chaos
-from tests.conftest import TEST_DATABASE_URL
+from tests.conftest import database_named
 
 pytestmark = pytest.mark.e2e
 
 
 def test_chaos_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
-    url = make_url(TEST_DATABASE_URL).set(database="dialer_chaos_test")
     report = run_chaos(
         1000,
         tmp_path,
-        url.render_as_string(hide_password=False),
+        database_named("chaos"),  # named after the test database: suites never share it
         cps=60,
         redis_down=15,
         timeout=600,
