@@ -60,7 +60,7 @@ def prepare_calls(bench: Bench, campaign_id: int) -> list[tuple[int, str, str]]:
                 INSERT INTO attempt (contact_id, campaign_id, number, status, call_id, tag,
                                      queued_at, sent_at, created_at, lease_until, sends)
                 SELECT c.id, c.campaign_id, 1, 'created', 'c-bench' || lpad(c.id::text, 18, '0'),
-                       '{"attempt":0}', now(), now(), now(), now() + interval '1 hour', 1
+                       NULL, now(), now(), now(), now() + interval '1 hour', 1
                 FROM contact c WHERE c.campaign_id = :c AND c.status = 'pending'
                 """
             ),
@@ -148,8 +148,8 @@ def _client(
         # Threads are staggered across the interval so the process sends evenly.
         planned = start_at + interval * i / connections
         for body in mine:
-            if planned >= stop_at:
-                break
+            if planned >= stop_at or time.time() >= stop_at:
+                break  # the window is over, whether or not the plan was kept
             delay = planned - time.time()
             if delay > 0:
                 time.sleep(delay)
@@ -187,6 +187,7 @@ def main() -> int:
     p.add_argument("--receiver-workers", type=int, default=2, help="gunicorn processes")
     p.add_argument("--workers", type=int, default=2, help="celery workers applying events")
     p.add_argument("--drain", type=float, default=60.0, help="longest wait for the workers")
+    p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the receiver into DIR")
     args = p.parse_args()
     load_at_start = load_average()
 
@@ -231,12 +232,21 @@ def main() -> int:
         receiver.start()
         workers.start()
         generator.start()
+        spies = []
+        if args.profile:  # after a warm-up: imports and first connections are not the point
+            from benchmarks.throughput import start_profilers
+
+            time.sleep(min(3.0, args.seconds / 4))
+            spied_from = time.time()
+            spies = start_profilers(bench, args.profile, stop_at - spied_from)
         time.sleep(max(0.0, stop_at - time.time()))
         r_wall, r_cpu = receiver.read()
         g_wall, g_cpu = generator.read()
         results = [row for pipe in pipes for row in pipe.recv()]
         for proc in procs:
             proc.join()
+        for spy in spies:
+            spy.wait(timeout=args.seconds + 60)
 
         log("load over; waiting for the workers to apply what was acknowledged")
         acked = sum(1 for r in results if 200 <= r[3] < 300)
@@ -262,7 +272,9 @@ def main() -> int:
 
     ok = [r for r in results if 200 <= r[3] < 300]
     failed = len(results) - len(ok)
-    window = max(r[2] for r in results) - min(r[1] for r in results) if results else 1.0
+    # From the planned start to the last acknowledgement (a straggler finishing just
+    # after the window counts in it).
+    window = max(r[2] for r in results) - min(r[0] for r in results) if results else 1.0
     from_planned = [r[2] - r[0] for r in ok]
     from_sent = [r[2] - r[1] for r in ok]
     applied = [float(x) for x, _, _ in lags if x is not None]
@@ -308,6 +320,23 @@ def main() -> int:
         f"(median of planned-send lateness: {1000 * median([r[1] - r[0] for r in results]):.1f}"
         f" ms: large means the generator itself fell behind)"
     )
+    if args.profile:
+        from benchmarks.profile_summary import summarize
+
+        spied = [r for r in ok if spied_from <= r[2] <= stop_at]
+        applied_then = [
+            a for _, _, a in lags if a is not None and spied_from <= a.timestamp() <= stop_at
+        ]
+        for name, count in (
+            ("receiver", len(spied)),
+            ("worker", len(applied_then) / args.workers),
+        ):
+            raw = args.profile / f"{name}.txt"
+            if raw.exists():
+                (args.profile / f"{name}-summary.txt").write_text(
+                    summarize(raw, rate=200, calls=count)
+                )
+                print(f"profile: {raw} (ranked per event in {name}-summary.txt)")
     print(describe(bench.db_url, load_at_start))
     return 0
 
