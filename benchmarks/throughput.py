@@ -95,10 +95,22 @@ def db_stats(bench: Bench) -> dict[str, int]:
                 "tup_inserted, tup_updated FROM pg_stat_database WHERE datname = current_database()"
             )
         ).one()
-    return dict(zip(
-        ("connections", "commits", "rollbacks", "rows returned", "rows fetched",
-         "rows inserted", "rows updated"), map(int, row), strict=True,
-    ))  # fmt: skip
+        stats = dict(zip(
+            ("connections", "commits", "rollbacks", "rows returned", "rows fetched",
+             "rows inserted", "rows updated"), map(int, row), strict=True,
+        ))  # fmt: skip
+        # Which table the rows come from, and by which kind of scan.
+        for table, seq, seq_read, idx, idx_fetch in conn.execute(
+            text(
+                "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), "
+                "coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables"
+            )
+        ):
+            stats[f"{table} seq scans"] = int(seq)
+            stats[f"{table} seq rows"] = int(seq_read)
+            stats[f"{table} index scans"] = int(idx)
+            stats[f"{table} index rows"] = int(idx_fetch)
+    return stats
 
 
 def redis_commands(bench: Bench) -> int:
@@ -278,7 +290,11 @@ def main() -> int:
     calls = max((made + done) / 2, 1)
     print(
         "per call in the window (calls = mean of created and completed): "
-        + ", ".join(f"{k} {(stats1[k] - stats0[k]) / calls:.1f}" for k in stats0)
+        + ", ".join(
+            f"{k} {(stats1[k] - stats0[k]) / calls:.1f}"
+            for k in stats0
+            if stats1.get(k, 0) != stats0[k] or " " not in k
+        )
         + f", redis commands {(redis1 - redis0) / calls:.1f}"
     )
     print(f"attempts by status at the end: {dict(sorted(counts.items()))}; errors {errors or 0}")
