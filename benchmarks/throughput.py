@@ -29,6 +29,8 @@ receiver during the window, as collapsed stacks plus a ranked summary
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -154,10 +156,28 @@ def main() -> int:
     p.add_argument("--drain", type=float, default=120.0, help="longest wait for the last call")
     p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the window into DIR")
     p.add_argument("--keep-logs", type=Path, metavar="DIR", help="keep the processes' logs")
+    p.add_argument(
+        "--trace-sql",
+        type=Path,
+        metavar="DIR",
+        help="count the workers' SQL statements, transactions and connections into DIR",
+    )
     args = p.parse_args()
     load_at_start = load_average()
 
-    with Bench("dialer_bench_throughput", keep_logs=args.keep_logs) as bench:
+    env = {}
+    if args.trace_sql:
+        args.trace_sql.mkdir(parents=True, exist_ok=True)
+        for old in args.trace_sql.glob("sql.*.json"):
+            old.unlink()
+        here = Path(__file__).resolve().parent
+        env = {
+            "DIALER_SQL_TRACE": str(args.trace_sql.resolve() / "sql"),
+            "PYTHONPATH": os.pathsep.join(
+                [str(here / "sqltrace"), str(here.parent), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
+    with Bench("dialer_bench_throughput", keep_logs=args.keep_logs, env=env) as bench:
         path = write_contacts(bench.workdir / "contacts.csv", args.calls)
         campaign_id = bench.create_campaign(path, "--max-attempts", "1", "--tag-field", "ref")
         bench.up(workers=args.workers, threads=args.threads, simulator=SIM_FLAGS)
@@ -310,8 +330,29 @@ def main() -> int:
                     summarize(raw, rate=200, calls=calls)
                 )
                 print(f"profile: {raw} (ranked in {name}-summary.txt)")
+    if args.trace_sql:
+        print_sql_trace(args.trace_sql, final[1])
     print(describe(bench.db_url, load_at_start))
     return 0
+
+
+def print_sql_trace(folder: Path, calls: int) -> None:
+    """Statements per call over the whole run, from every process that wrote a trace
+    (workers and beat; the CLI commands the benchmark ran too, which are few)."""
+    total: dict[str, int] = {}
+    for path in folder.glob("sql.*.json"):
+        for key, n in json.loads(path.read_text()).items():
+            total[key] = total.get(key, 0) + n
+    if not total:
+        print("sql trace: nothing written (did the workers exit cleanly?)")
+        return
+    statements = sum(n for k, n in total.items() if k.startswith("SQL "))
+    print(
+        f"sql trace over the whole run, per call ({calls:,} calls): "
+        f"{statements / calls:.1f} statements"
+    )
+    for key, n in sorted(total.items(), key=lambda kv: -kv[1])[:40]:
+        print(f"  {n / calls:6.2f}  {key}")
 
 
 if __name__ == "__main__":
