@@ -35,6 +35,15 @@ UNPACED_CPS = "100000"
 CALLBACK_SECRET = "bench-callback-secret"
 
 
+def code_env() -> dict[str, str]:
+    """PYTHONPATH for the fleet's processes: the dialer this benchmark imported first, so
+    a checkout benchmarked beside another installed copy runs its own code throughout."""
+    import dialer
+
+    root = str(Path(dialer.__file__).resolve().parents[1])
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
 def database_url(name: str) -> str:
     base = os.environ.get("DIALER_BENCH_DATABASE_URL", DEFAULT_DB + "dialer_bench")
     return make_url(base).set(database=name).render_as_string(hide_password=False)
@@ -108,6 +117,7 @@ class Bench:
             "DIALER_ACCOUNT_CPS": UNPACED_CPS,
             "DIALER_NUMBER_CPS": UNPACED_CPS,
             "DIALER_LOG_FORMAT": "text",
+            **code_env(),
             **self.extra_env,
         }
         self.fleet = Fleet(self.workdir / "fleet", env)
@@ -201,7 +211,7 @@ def million_campaign(rows: int = 1_000_000, *, rebuild: bool = False) -> tuple[s
         if found is not None:
             return MILLION_DB, found, 0.0
     fresh_database(url)
-    env = {"DIALER_DATABASE_URL": url}
+    env = {"DIALER_DATABASE_URL": url, **code_env()}
     with tempfile.TemporaryDirectory(prefix="dialer-1m-") as tmp:
         fleet = Fleet(Path(tmp), env)
         fleet.cli("db", "upgrade")

@@ -30,7 +30,7 @@ import requests
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import log, median, percentile  # noqa: E402
+from benchmarks.harness import code_env, log, median, percentile  # noqa: E402
 from benchmarks.machine import CpuMeter, describe, load_average  # noqa: E402
 from dialer.fleet import Fleet, free_port  # noqa: E402
 
@@ -151,7 +151,7 @@ def main() -> int:
 
     ctx = mp.get_context("fork")
     with tempfile.TemporaryDirectory() as tmp:
-        fleet = Fleet(Path(tmp), {})
+        fleet = Fleet(Path(tmp), code_env())
         try:
             sim = fleet.start_simulator(*SIM_FLAGS)
             sink_port = free_port()

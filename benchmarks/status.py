@@ -29,6 +29,7 @@ if __package__ in (None, ""):
 
 from benchmarks.harness import (  # noqa: E402
     MILLION_DB,
+    code_env,
     database_url,
     median,
     million_campaign,
@@ -55,7 +56,7 @@ def main() -> int:
 
     db_name, campaign_id, import_seconds = million_campaign(args.rows, rebuild=args.rebuild)
     url = database_url(db_name)
-    env = {**os.environ, "DIALER_DATABASE_URL": url}
+    env = {**os.environ, "DIALER_DATABASE_URL": url, **code_env()}
     # An installed dialer has its bytecode cached; a sandbox that forbids writing it
     # (PYTHONDONTWRITEBYTECODE) would time compiling the package from source instead.
     nocache = env.pop("PYTHONDONTWRITEBYTECODE", None)
