@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import random
 import resource
 import sys
@@ -28,6 +26,11 @@ from sqlalchemy.orm import Session
 from dialer import clock, fleet, migrate
 from dialer.importing import add_suppressions, import_contacts
 from dialer.models import Campaign
+
+try:
+    from benchmarks.machine import describe, load_average
+except ImportError:  # run as a script: python benchmarks/import_csv.py
+    from machine import describe, load_average  # type: ignore[no-redef]
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/dialer_bench"
 AREA_CODES = ["212", "312", "415", "617", "702", "919", "984", "305", "206", "512"]
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     url = args.database_url or DEFAULT_URL
+    load_at_start = load_average()
     if args.database_url is None:
         fresh_database(url)
 
@@ -116,8 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             seconds = time.perf_counter() - started
         engine.dispose()
 
-    print(f"platform: {platform.platform()}, python {platform.python_version()}")
-    print(f"cpus: {os.cpu_count()}")
+    print(describe(url, load_at_start))
     print(f"file: {args.rows:,} rows, {size_mb:.1f} MB (generated in {generated:.1f} s)")
     print(
         f"report: imported {report.imported:,}, invalid {report.invalid:,}, "

@@ -1,0 +1,176 @@
+"""From ``start`` to the carrier creating the first call.
+
+    python benchmarks/first_call.py                # a 10,000-contact campaign
+    python benchmarks/first_call.py --million      # the million-contact one instead
+
+The fleet (simulator, receiver, 2 workers, beat) is up and idle, as in production: the
+ticks have warmed the workers. The clock starts when ``api.start(ID)`` is called in this
+process and stops at the ``created_at`` the simulator records for the campaign's first
+call (one machine, one clock). Then the campaign is paused and ``api.resume(ID)`` timed
+the same way, ``--repeat`` times; and ``dialer campaign start`` is timed as a subprocess
+on a second campaign, which is what a user typing it waits for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import (  # noqa: E402
+    MILLION_DB,
+    Bench,
+    log,
+    median,
+    million_campaign,
+    write_contacts,  # noqa: E402
+)
+from benchmarks.machine import describe, load_average  # noqa: E402
+
+SIM_FLAGS = ["--answer-delay", "0.05", "--talk-time", "0.05"]
+
+
+def first_create(sim: str, since: float, timeout: float = 30.0) -> float:
+    """Seconds from ``since`` (epoch) to the first call the simulator created after it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if requests.get(sim + "/_sim/stats", timeout=10).json()["created"]:
+            calls = requests.get(sim + "/_sim/calls", timeout=30).json()
+            return min(c["created_at"] for c in calls if c["created_at"] >= since) - since
+        time.sleep(0.002)
+    raise TimeoutError(f"no call created within {timeout} s")
+
+
+def backlog(bench: Bench) -> int:
+    """Messages waiting in the broker's queues (and delivered, not yet acknowledged)."""
+    import redis
+
+    r = redis.Redis.from_url(bench.redis.url)
+    return sum(int(r.llen(q)) for q in ("dialer.dial", "dialer.events")) + int(r.hlen("unacked"))
+
+
+def wait_idle(bench: Bench, timeout: float = 90.0) -> float:
+    """Wait until the broker holds no dial or event message; seconds waited."""
+    started = time.monotonic()
+    while backlog(bench) and time.monotonic() - started < timeout:
+        time.sleep(0.2)
+    time.sleep(1.0)  # calls in flight end, the tick runs once more
+    return time.monotonic() - started
+
+
+def measure(bench: Bench, campaign_id: int, repeat: int) -> dict[str, list[float]]:
+    """Start once, then pause and resume on an idle fleet; and once resume at once after a
+    pause, with the paused campaign's released dials still queued in the broker."""
+    from dialer import api
+
+    sim = bench.fleet.sim_url
+    out: dict[str, list[float]] = {"start": [], "resume": [], "resume, backlog queued": []}
+    requests.post(sim + "/_sim/reset", timeout=10)
+    t0 = time.time()
+    api.start(campaign_id)
+    out["api.start() itself returning"] = [time.time() - t0]
+    out["start"].append(first_create(sim, t0))
+    for _ in range(repeat):
+        time.sleep(2.0)  # running: the unpaced tick releases ahead of the workers
+        api.pause(campaign_id)
+        waited = wait_idle(bench)
+        log(f"broker drained in {waited:.1f} s after the pause")
+        requests.post(sim + "/_sim/reset", timeout=10)
+        t0 = time.time()
+        api.resume(campaign_id)
+        out["resume"].append(first_create(sim, t0))
+    time.sleep(2.0)
+    api.pause(campaign_id)
+    queued = backlog(bench)
+    requests.post(sim + "/_sim/reset", timeout=10)
+    t0 = time.time()
+    api.resume(campaign_id)
+    out["resume, backlog queued"].append(first_create(sim, t0, timeout=120))
+    log(f"{queued} messages were queued at that resume")
+    api.pause(campaign_id)
+    wait_idle(bench)
+    return out
+
+
+def run(size_name: str, bench: Bench, campaign_id: int, args: argparse.Namespace) -> list[str]:
+    os.environ.update({k: v for k, v in bench.fleet.env.items() if k.startswith(("DIALER", "CAT"))})
+    from dialer import settings, tasks
+
+    settings.override(None)
+    tasks.reset_clients()
+    bench.up(workers=2, simulator=SIM_FLAGS)
+    time.sleep(3)  # idle: beat ticks, the workers connect
+    times = measure(bench, campaign_id, args.repeat)
+
+    # What a user typing the command waits for: a second campaign, started by the CLI.
+    path = write_contacts(bench.workdir / "cli.csv", 1000, area=312)
+    second = bench.create_campaign(path)
+    sim = bench.fleet.sim_url
+    requests.post(sim + "/_sim/reset", timeout=10)
+    t0 = time.time()
+    bench.fleet.cli("campaign", "start", str(second))
+    returned = time.time() - t0
+    cli_first = first_create(sim, t0)
+    lines = [
+        f"{size_name}: {what}{'' if 'itself' in what else ' -> first create'}: median {1000 * median(v):.0f} ms, "
+        f"max {1000 * max(v):.0f} ms ({len(v)} run{'s' if len(v) > 1 else ''})"
+        for what, v in times.items()
+    ]
+    return lines + [
+        f"{size_name}: `dialer campaign start` (subprocess, another 1,000-contact campaign, "
+        f"idle fleet) -> first create {1000 * cli_first:.0f} ms (the command returned after "
+        f"{1000 * returned:.0f} ms)"
+    ]
+
+
+def pace(args: argparse.Namespace) -> dict[str, str]:
+    return {"DIALER_ACCOUNT_CPS": str(args.cps), "DIALER_NUMBER_CPS": str(args.cps)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--contacts", type=int, default=10_000)
+    p.add_argument("--million", action="store_true", help="the million-contact campaign instead")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument(
+        "--cps",
+        type=float,
+        default=400,
+        help="account and number rate (default 400, the throughput target): unpaced, the "
+        "tick releases 2,000 a second whatever the workers send, and pausing a campaign "
+        "with more than 65,535 attempts queued fails (see notes/profile.md)",
+    )
+    args = p.parse_args()
+    load_at_start = load_average()
+    # One size per process: the Celery app in this process binds to one broker.
+    if args.million:
+        _, million_id, _ = million_campaign()
+        log("cloning the million-contact campaign")
+        with Bench("dialer_bench_first", template=MILLION_DB, env=pace(args)) as bench:
+            lines = run("1,000,000 contacts", bench, million_id, args)
+            url = bench.db_url
+    else:
+        with Bench("dialer_bench_first", env=pace(args)) as bench:
+            path = write_contacts(bench.workdir / "contacts.csv", args.contacts)
+            campaign_id = bench.create_campaign(path, "--tag-field", "ref")
+            lines = run(f"{args.contacts:,} contacts", bench, campaign_id, args)
+            url = bench.db_url
+    print(
+        f"start to first call created (fleet up and idle: 2 workers, beat, receiver; "
+        f"account paced at {args.cps:g} calls/s)"
+    )
+    for line in lines:
+        print(line)
+    print(describe(url, load_at_start))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
