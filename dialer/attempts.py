@@ -193,82 +193,127 @@ class SendOrder:
 
 
 @dataclass(frozen=True)
-class Peek:
-    status: str
-    not_before: datetime | None
+class Claimed:
+    """What ``claim_batch`` made of the ids it was given."""
 
-
-def peek(session: Session, attempt_id: int) -> Peek | None:
-    """A lock-free look at an attempt, to drop stale messages before claiming."""
-    row = session.execute(
-        select(Attempt.status, Attempt.not_before).where(Attempt.id == attempt_id)
-    ).one_or_none()
-    return Peek(*row) if row else None
+    orders: list[SendOrder]  # claimed under a lease: send these
+    later: list[tuple[int, datetime]]  # still queued, held back by the carrier until then
 
 
 def claim_for_send(
     session: Session, attempt_id: int, now: datetime, lease: timedelta
 ) -> SendOrder | None:
-    """Claim a queued attempt for sending, under a lease; None if it is not ours to send.
+    """Claim one queued attempt for sending (``claim_batch`` of one)."""
+    orders = claim_batch(session, [attempt_id], now, lease).orders
+    return orders[0] if orders else None
 
-    The campaign row is read ``FOR SHARE``: a pause or cancel (which updates that row)
+
+def claim_batch(
+    session: Session, attempt_ids: list[int], now: datetime, lease: timedelta
+) -> Claimed:
+    """Claim queued attempts for sending, under a lease; the ones not ours are left out.
+
+    The campaign rows are read ``FOR SHARE``: a pause or cancel (which updates that row)
     waits for claims in flight, and a claim made after it sees the new state. So once
     ``pause`` returns and the claims it waited for are sent, nothing new is sent.
+
+    The rules are checked once more, right before sending: a number put on a
+    do-not-call list, or whose calling window has shut since it was released, is
+    withdrawn without counting. A batch costs a handful of statements, not a handful
+    per attempt: the dial path's cost is mostly per statement and per transaction.
     """
-    state = session.scalar(
-        select(Campaign.state)
-        .join(Attempt, Attempt.campaign_id == Campaign.id)
-        .where(Attempt.id == attempt_id)
-        .with_for_update(read=True, of=Campaign)
+    if not attempt_ids:
+        return Claimed([], [])
+    states = dict(
+        session.execute(
+            select(Campaign.id, Campaign.state)
+            .where(
+                Campaign.id.in_(
+                    select(Attempt.campaign_id).where(Attempt.id.in_(attempt_ids)).distinct()
+                )
+            )
+            .order_by(Campaign.id)
+            .with_for_update(read=True, of=Campaign)
+        ).all()
     )
-    if state is None:
-        return None
-    if state != CampaignState.RUNNING:
-        _withdraw_queued(session, [attempt_id], now, cancelled=state == CampaignState.CANCELLED)
-        return None
-    row = session.execute(
-        select(Attempt.not_before, Contact, Campaign)
-        .join(Contact, Contact.id == Attempt.contact_id)
-        .join(Campaign, Campaign.id == Attempt.campaign_id)
-        .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.QUEUED)
-    ).one_or_none()
-    if row is None:
-        return None
-    not_before, contact, campaign = row
-    if not_before is not None and not_before > now:
-        return None
-    # The rules once more, right before sending: the number may have been put on a
-    # do-not-call list, or its calling window may have shut, since it was released.
-    if is_listed(session, contact.e164, campaign.id):
-        _withdraw_for(session, attempt_id, now, ContactStatus.SUPPRESSED, None)
-        return None
-    hours = rules.campaign_hours(campaign)
-    if hours is not None and not rules.is_open(
-        hours, rules.contact_zones(campaign, contact.zones), now
-    ):
-        due = rules.when_due(campaign, contact.zones, now)
-        _withdraw_for(session, attempt_id, now, ContactStatus.PENDING, due)
-        return None
-    to, context, campaign_id, contact_id = contact.e164, contact.context, campaign.id, contact.id
-    from_number, fields = campaign.from_number, campaign.tag_fields
-    timeout, cps = campaign.call_timeout, campaign.cps
-    tag = build_tag(attempt_id, campaign_id, context or {}, fields or [])
-    claimed = session.execute(
-        update(Attempt)
-        .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.QUEUED)
-        .values(
-            status=AttemptStatus.SENDING,
-            lease_until=now + lease,
-            tag=tag,
-            sends=Attempt.sends + 1,
-            sent_at=now,
-            not_before=None,
+    rows = session.execute(
+        select(
+            Attempt.id,
+            Attempt.not_before,
+            Attempt.campaign_id,
+            Contact.id,
+            Contact.e164,
+            Contact.context,
+            Contact.zones,
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if claimed != 1:
-        return None
-    return SendOrder(attempt_id, campaign_id, from_number, to, tag, timeout, cps, contact_id)
+        .join(Contact, Contact.id == Attempt.contact_id)
+        .where(Attempt.id.in_(attempt_ids), Attempt.status == AttemptStatus.QUEUED)
+        .order_by(Attempt.id)
+    ).all()
+    for state in (CampaignState.CANCELLED, CampaignState.PAUSED, CampaignState.COMPLETED):
+        stopped = [r[0] for r in rows if states.get(r[2]) == state]
+        _withdraw_queued(session, stopped, now, cancelled=state == CampaignState.CANCELLED)
+    rows = [r for r in rows if states.get(r[2]) == CampaignState.RUNNING]
+    if not rows:
+        return Claimed([], [])
+    campaigns = {cid: session.get(Campaign, cid) for cid in {r[2] for r in rows}}
+    listed: set[tuple[str, int | None]] = set(
+        session.execute(
+            select(Suppression.e164, Suppression.campaign_id).where(
+                Suppression.e164.in_({r[4] for r in rows if r[4]})
+            )
+        ).all()
+    )
+    later: list[tuple[int, datetime]] = []
+    ready = []
+    for aid, not_before, cid, contact_id, e164, context, zones in rows:
+        campaign = campaigns[cid]
+        assert campaign is not None
+        if not_before is not None and not_before > now:
+            later.append((aid, not_before))
+        elif (e164, None) in listed or (e164, cid) in listed:
+            _withdraw_for(session, aid, now, ContactStatus.SUPPRESSED, None)
+        elif (hours := rules.campaign_hours(campaign)) is not None and not rules.is_open(
+            hours, rules.contact_zones(campaign, zones), now
+        ):
+            _withdraw_for(
+                session, aid, now, ContactStatus.PENDING, rules.when_due(campaign, zones, now)
+            )
+        else:
+            ready.append((aid, cid, contact_id, e164, context))
+    if not ready:
+        return Claimed([], later)
+    claimed = set(
+        session.scalars(
+            update(Attempt)
+            .where(Attempt.id.in_([r[0] for r in ready]), Attempt.status == AttemptStatus.QUEUED)
+            .values(
+                status=AttemptStatus.SENDING,
+                lease_until=now + lease,
+                sends=Attempt.sends + 1,
+                sent_at=now,
+                not_before=None,
+            )
+            .returning(Attempt.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+    )
+    orders = []
+    for aid, cid, contact_id, to, context in ready:
+        if aid not in claimed:
+            continue
+        c = campaigns[cid]
+        assert c is not None
+        tag = build_tag(aid, cid, context or {}, c.tag_fields or [])
+        orders.append(
+            SendOrder(aid, cid, c.from_number, to, tag, c.call_timeout, c.cps, contact_id)
+        )
+    if orders:
+        session.execute(
+            update(Attempt).execution_options(synchronize_session=False),
+            [{"id": o.attempt_id, "tag": o.tag} for o in orders],
+        )
+    return Claimed(orders, later)
 
 
 def is_listed(session: Session, e164: str | None, campaign_id: int) -> bool:
@@ -378,6 +423,64 @@ def record_created(session: Session, attempt_id: int, call_id: str, now: datetim
         return
     _adopt(session, contact, attempt, call_id, now)
     _apply_orphans(session, contact, attempt, now)
+
+
+def record_created_many(
+    session: Session, created: list[tuple[SendOrder, str]], now: datetime
+) -> None:
+    """Record a batch's created calls in one transaction: a conditional UPDATE each,
+    one for the contacts' counts. The contacts are locked first (the lock order is
+    contact, then attempt, everywhere); anything unusual (a callback adopted the call
+    first, orphan events wait for it, the attempt was reconciled meanwhile) goes the
+    careful way, through ``record_created``."""
+    if not created:
+        return
+    session.execute(
+        select(Contact.id)
+        .where(Contact.id.in_(sorted({o.contact_id for o, _ in created})))
+        .order_by(Contact.id)
+        .with_for_update()
+    ).all()
+    orphaned = set(
+        session.scalars(
+            select(CallEventRow.call_id).where(
+                CallEventRow.disposition == "orphan",
+                CallEventRow.call_id.in_([c for _, c in created]),
+            )
+        ).all()
+    )
+    counted = []
+    for order, call_id in created:
+        ring = timedelta(seconds=order.call_timeout or DEFAULT_CALL_TIMEOUT)
+        done = call_id not in orphaned and (
+            session.execute(
+                update(Attempt)
+                .where(
+                    Attempt.id == order.attempt_id,
+                    Attempt.call_id.is_(None),
+                    Attempt.status.in_([AttemptStatus.SENDING, AttemptStatus.UNKNOWN]),
+                )
+                .values(
+                    call_id=call_id,
+                    status=AttemptStatus.CREATED,
+                    created_at=now,
+                    lease_until=now + ring + GRACE,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            == 1
+        )
+        if done:
+            counted.append(order.contact_id)
+        else:
+            record_created(session, order.attempt_id, call_id, now)
+    if counted:
+        session.execute(
+            update(Contact)
+            .where(Contact.id.in_(counted))
+            .values(attempts=Contact.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _adopt(
@@ -1162,12 +1265,34 @@ def complete_if_done(session: Session, campaign: Campaign, now: datetime) -> boo
 def _withdraw_all_queued(
     session: Session, campaign_id: int, now: datetime, *, cancelled: bool
 ) -> None:
-    ids = session.scalars(
-        select(Attempt.id).where(
-            Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.QUEUED
+    """Set-based, whatever the backlog (an id list would meet the driver's limit of
+    65,535 parameters). The caller holds the campaign row FOR UPDATE, and claims and
+    releases take it FOR SHARE, so the set of queued attempts cannot change meanwhile."""
+    queued = select(Attempt.contact_id).where(
+        Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.QUEUED
+    )
+    values = (
+        {"status": ContactStatus.CANCELLED, "due_at": None, "reason": "campaign cancelled"}
+        if cancelled
+        else {"status": ContactStatus.PENDING, "due_at": now}
+    )
+    session.execute(
+        update(Contact)
+        .where(Contact.id.in_(queued), Contact.status == ContactStatus.DIALING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    withdrawn = session.execute(
+        update(Attempt)
+        .where(Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.QUEUED)
+        .values(
+            status=AttemptStatus.WITHDRAWN,
+            ended_at=now,
+            error="campaign cancelled" if cancelled else "campaign paused",
         )
-    ).all()
-    _withdraw_queued(session, list(ids), now, cancelled=cancelled)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    _count_finished(session, AttemptStatus.WITHDRAWN, None, withdrawn)
 
 
 def _withdraw_queued(

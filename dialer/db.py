@@ -54,7 +54,13 @@ def engine_for(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=50, pool_pre_ping=True)
+    # As many connections as a worker has threads, kept: a checkout above pool_size
+    # would open (and close) a PostgreSQL connection, a backend start each. No ping per
+    # checkout (it doubles the server's transactions): a connection lost to a server
+    # restart fails its statement, SQLAlchemy invalidates the pool, and the task's
+    # retry gets a fresh one. Recycled hourly against idle-connection killers.
+    size = settings.get().worker_threads + 4
+    return create_engine(url, pool_size=size, max_overflow=10, pool_recycle=3600)
 
 
 def engine() -> Engine:

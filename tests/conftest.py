@@ -116,13 +116,15 @@ def sim(test_settings: settings.Settings, clean_db: None) -> Iterator[Simulator]
     clock is restored afterwards (tests that move it use ``clock.set_source``)."""
     import redis
 
-    from dialer import clock, pacing, tasks
+    from dialer import clock, tasks
 
     simulator = Simulator(SimConfig(answer_delay=0.01, talk_time=0.01, ambiguous_hold=3.0))
     url = simulator.start()
     settings.override(dataclasses.replace(test_settings, catapult_api_url=url))
     tasks.reset_clients()
-    redis.Redis.from_url(test_settings.redis_url).delete(pacing.HOLD_KEY)
+    # A clean slate: no hold, no pace or share left by an earlier test's campaign (ids
+    # restart at 1), no messages it published.
+    redis.Redis.from_url(test_settings.redis_url).flushdb()
     yield simulator
     simulator.stop()
     settings.override(test_settings)
