@@ -45,7 +45,9 @@ def test_pause_resume_and_cancel_hold_under_load(tmp_path: Path, redis_server: R
             fleet.start_worker("w2")
             fleet.start_beat()
             ids = []
-            for name, start in (("paused", 0), ("cancelled", 1000)):
+            # The cancelled one goes slowly, so most of it is still to dial when the
+            # cancel comes, however slow the machine is.
+            for name, start, cps in (("paused", 0, "15"), ("cancelled", 1000, "5")):
                 out = fleet.cli(
                     "campaign",
                     "create",
@@ -56,7 +58,7 @@ def test_pause_resume_and_cancel_hold_under_load(tmp_path: Path, redis_server: R
                     "--contacts",
                     str(write(tmp_path / f"{name}.csv", start, 300)),
                     "--cps",
-                    "15",
+                    cps,
                     "--json",
                 )
                 ids.append(str(json.loads(out.stdout)["id"]))
@@ -78,7 +80,9 @@ def test_pause_resume_and_cancel_hold_under_load(tmp_path: Path, redis_server: R
             cancelled = json.loads(fleet.cli("campaign", "status", ids[1], "--json").stdout)
             assert cancelled["state"] == "cancelled"
             assert cancelled["contacts"]["pending"] == 0
-            assert cancelled["contacts"]["cancelled"] > 200
+            # Every contact it had not dialed is cancelled (the simulator answers all).
+            dialed = {c["to"] for c in calls if c["to"] >= "+13122001000"}
+            assert cancelled["contacts"]["cancelled"] == 300 - len(dialed) > 0
 
             fleet.cli("campaign", "resume", ids[0])
 
