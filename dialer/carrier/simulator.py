@@ -270,8 +270,8 @@ class _CallbackClient:
     2-core machines the benchmarks run on that CPU is taken from the dialer being
     measured. What it keeps of ``requests``' behaviour: userinfo in the URL becomes
     Basic credentials (unquoted, latin-1, as requests does), a connect timeout and a
-    read timeout, no redirects followed, GET parameters appended to the query, and no
-    proxies or netrc (the platform knows nothing of this host's).
+    read timeout, no redirects followed, no retries, GET parameters appended to the query,
+    and no proxies or netrc (the platform knows nothing of this host's).
     """
 
     def __init__(self) -> None:
@@ -313,10 +313,10 @@ class _CallbackClient:
             )
         key = (scheme, host, port)
         conn = self._conns.get(key)
-        reused = conn is not None and conn.sock is not None
-        if reused and _dropped(conn.sock):  # type: ignore[union-attr]
-            conn.close()  # type: ignore[union-attr]
-            reused = False
+        if conn is not None and conn.sock is not None and _dropped(conn.sock):
+            # The server closed it while idle (gunicorn's keep-alive is 5 s): reconnect,
+            # as urllib3 checks a pooled connection before reusing it.
+            conn.close()
         if conn is None:
             if scheme == "https":
                 conn = http.client.HTTPSConnection(host, port, context=self._tls)
@@ -325,15 +325,9 @@ class _CallbackClient:
             self._conns[key] = conn
         try:
             return self._send(conn, method, target, body, headers, timeout)
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            conn.close()
-            if not reused:
-                raise
-            # A kept-alive connection the server closed as we wrote: the request never
-            # reached it (the check above narrows that race to microseconds); once more
-            # on a fresh connection, as urllib3 does.
-            return self._send(conn, method, target, body, headers, timeout)
         except BaseException:
+            # Never sent again here, as requests (no retries) never did: a failure goes
+            # to the fallback URL and the retry schedule like any other.
             conn.close()
             raise
 
