@@ -11,7 +11,12 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    celeryd_init,
+    worker_ready,
+)
 from kombu import Exchange, Queue
 
 from dialer import logs, settings
@@ -127,3 +132,18 @@ def _log_format(logger: Any = None, **_: Any) -> None:
     # INFO, a tenth of a worker's CPU at full speed. Failures and retries still log.
     for name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@worker_ready.connect
+def _warm(**_: Any) -> None:
+    """Open a database connection and build the carrier client and pacer before the first
+    message, not inside it (the first dials after a start would wait ~0.5 s)."""
+    try:
+        from dialer import db, tasks
+
+        with db.engine().connect():
+            pass
+        tasks.carrier()
+        tasks.pacer()
+    except Exception as exc:  # the first task will try again, and say what is wrong
+        logging.getLogger(__name__).warning("could not warm up: %s", exc)
