@@ -371,7 +371,9 @@ def _release_now(campaign_id: int) -> None:
         from dialer import tasks
 
         with logs.bound(campaign=campaign_id):
-            tasks.release(campaign_id)
+            # A first batch or two, so the first call goes out at once; the tick (every
+            # second) releases the rest at the campaign's pace.
+            tasks.release(campaign_id, limit=2 * tasks.DIAL_BATCH)
     except Exception as exc:
         log.warning(
             "could not release work now (%s); the next tick will",

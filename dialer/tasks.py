@@ -132,9 +132,10 @@ def tick() -> None:
             release(campaign_id, shares.get(campaign_id))
 
 
-def release(campaign_id: int, share: float | None = None) -> list[int]:
+def release(campaign_id: int, share: float | None = None, limit: int | None = None) -> list[int]:
     """Hand the workers what this campaign can send in the next HORIZON seconds, at its
-    share of the account (or its own --cps when no tick has set a share)."""
+    share of the account (or its own --cps when no tick has set a share); at most
+    ``limit`` (a command releasing the first calls at once, the tick the rest)."""
     s = settings.get()
     now = clock.now()
     with db.session_scope() as session:
@@ -158,6 +159,8 @@ def release(campaign_id: int, share: float | None = None) -> list[int]:
         # HORIZON seconds of work, capped before the backlog is counted, so an unpaced
         # campaign holds at most MAX_RELEASE queued, never the whole campaign.
         budget = pacing.release_budget(min(rate, MAX_RELEASE / HORIZON), HORIZON, queued, room)
+        if limit is not None:
+            budget = min(budget, limit)
         ids = attempts.release_due(session, campaign, budget, now)
         if ids:
             size = batch_size(rate)
