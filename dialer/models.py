@@ -279,3 +279,8 @@ class RunContact(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     last_attempt_id: Mapped[int | None] = mapped_column(BigInteger)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+# The status tallies (contact_tally, call_tally) are tables of this schema too, declared
+# beside their upkeep in dialer.tally; imported here so Base.metadata holds every table.
+from dialer import tally as _tally  # noqa: E402, F401
