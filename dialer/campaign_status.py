@@ -3,14 +3,15 @@
 ``dialer campaign status`` (and ``--watch``) and ``api.status`` both come here: one
 implementation. It imports the driver (psycopg 3, or sqlite3), ``dialer.rules`` for the
 calling hours and the status enums, and nothing heavier: no SQLAlchemy, no ORM models,
-no phonenumbers, no Celery, so the command answers in about the time the interpreter
-takes to start (issue 7: < 200 ms on a million contacts, running).
+no phonenumbers, no Celery (issue 7: < 200 ms on a million contacts, running; the
+driver's own import is most of what is left).
 
 The counts cost O(statuses), not O(contacts): on PostgreSQL they are the sums of the
 tallies its triggers keep (``dialer.tally``, migration 0003): contacts by status (and,
 for pending ones, by time-zone key, for the calling-window part) and calls by run. On
 SQLite (the demo, trials: small) the rows are counted directly. Everything is read in
-one read-only snapshot, so the state, the counts and the calls agree.
+one snapshot (on PostgreSQL one statement, one round trip), so the state, the counts
+and the calls agree.
 """
 
 from __future__ import annotations
@@ -29,28 +30,39 @@ from dialer.errors import ApiError
 
 __all__ = ["Reader", "WindowWait", "connect", "read", "window_wait"]
 
-_CAMPAIGN = (
-    'SELECT id, name, state, state_reason, from_number, "window", days, timezone, cps, '
+_COLUMNS = (
+    'id, name, state, state_reason, from_number, "window", days, timezone, cps, '
     "max_concurrent, max_attempts, retry_delay, call_timeout, schedule, run, zone_keys, "
-    "created_at, started_at, finished_at, next_run_at FROM campaign WHERE id = ?"
+    "created_at, started_at, finished_at, next_run_at"
 )
-_RUNS = (
-    "SELECT number, scheduled_for, started_at, finished_at, summary FROM campaign_run "
-    "WHERE campaign_id = ? ORDER BY number"
+_RUN_COLUMNS = "number, scheduled_for, started_at, finished_at, summary"
+
+# PostgreSQL: everything in one statement, so one round trip (a loaded machine makes
+# each one wait for the server to be scheduled) and one snapshot (the state, the counts
+# and the calls agree). The contacts by (status, zone key of pending ones) and the calls
+# by run are the sums of the tallies the triggers keep (dialer.tally).
+_POSTGRESQL = f"""
+SELECT {_COLUMNS},
+    (SELECT coalesce(json_agg(json_build_array({_RUN_COLUMNS}) ORDER BY number), '[]')
+     FROM campaign_run WHERE campaign_id = c.id),
+    (SELECT coalesce(json_agg(json_build_array(run, n)), '[]') FROM (
+        SELECT run, sum(n) AS n FROM call_tally WHERE campaign_id = c.id GROUP BY run
+    ) AS calls),
+    (SELECT coalesce(json_agg(json_build_array(status, zones, n)), '[]') FROM (
+        SELECT status, zones, sum(n) AS n FROM contact_tally WHERE campaign_id = c.id
+        GROUP BY status, zones
+    ) AS contacts)
+FROM campaign AS c WHERE id = %s
+"""
+# SQLite (the demo, trials; small): the same rows counted from the tables, in one
+# transaction.
+_SQLITE = (
+    f"SELECT {_COLUMNS} FROM campaign WHERE id = ?",
+    f"SELECT {_RUN_COLUMNS} FROM campaign_run WHERE campaign_id = ? ORDER BY number",
+    "SELECT run, count(*) FROM attempt WHERE campaign_id = ? AND call_id IS NOT NULL GROUP BY run",
+    "SELECT status, CASE WHEN status = 'pending' THEN zones END, count(*) FROM contact "
+    "WHERE campaign_id = ? GROUP BY 1, 2",
 )
-# (status, zone key of pending contacts, count) and (run, calls): the same rows from the
-# tallies on PostgreSQL and from the tables themselves on SQLite.
-_CONTACTS = {
-    "postgresql": "SELECT status, zones, sum(n)::bigint FROM contact_tally "
-    "WHERE campaign_id = ? GROUP BY status, zones",
-    "sqlite": "SELECT status, CASE WHEN status = 'pending' THEN zones END, count(*) "
-    "FROM contact WHERE campaign_id = ? GROUP BY 1, 2",
-}
-_CALLS = {
-    "postgresql": "SELECT run, sum(n)::bigint FROM call_tally WHERE campaign_id = ? GROUP BY run",
-    "sqlite": "SELECT run, count(*) FROM attempt WHERE campaign_id = ? "
-    "AND call_id IS NOT NULL GROUP BY run",
-}
 
 
 @dataclass(frozen=True)
@@ -118,39 +130,57 @@ def read(
     """The status of a campaign (its current run, or past run ``run``) as ``api.status``
     returns it. ``conn`` is a DB-API connection (psycopg 3 for ``backend``
     "postgresql", sqlite3 for "sqlite") not in a transaction; it is left that way."""
-    if backend not in _CONTACTS:
+    if backend == "postgresql":
+        fetch = _fetch_postgresql
+    elif backend == "sqlite":
+        fetch = _fetch_sqlite
+    else:
         raise ValueError(f"no status reader for {backend!r} databases")
     cursor = conn.cursor()
     try:
-        if backend == "postgresql":
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        else:
-            cursor.execute("BEGIN")
-        return _read(_Query(cursor, backend), campaign_id, run, now or clock.now())
+        found = fetch(cursor, campaign_id)
     finally:
         cursor.close()
         conn.rollback()
-
-
-class _Query:
-    def __init__(self, cursor: Any, backend: str) -> None:
-        self.cursor = cursor
-        self.backend = backend
-
-    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        if self.backend == "postgresql":
-            sql = sql.replace("?", "%s")
-        self.cursor.execute(sql, params)
-        return list(self.cursor.fetchall())
-
-
-def _read(q: _Query, campaign_id: int, run: int | None, now: datetime) -> dict[str, Any]:
-    found = q.rows(_CAMPAIGN, campaign_id)
-    if not found:
+    if found is None:
         raise ApiError(f"no campaign with id {campaign_id}")
-    (*columns, zone_keys, created, started, finished, next_run) = found[0]
+    return _status(*found, campaign_id=campaign_id, run=run, now=now or clock.now())
+
+
+_Rows = list[Any]
+_Found = tuple[tuple[Any, ...], _Rows, _Rows, _Rows]  # campaign, runs, calls, contacts
+
+
+def _fetch_postgresql(cursor: Any, campaign_id: int) -> _Found | None:
+    cursor.execute(_POSTGRESQL, (campaign_id,))
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    *campaign, runs, calls, contacts = row
+    return tuple(campaign), _json(runs), _json(calls), _json(contacts)
+
+
+def _fetch_sqlite(cursor: Any, campaign_id: int) -> _Found | None:
+    cursor.execute("BEGIN")
+    campaign, runs, calls, contacts = (
+        cursor.execute(sql, (campaign_id,)).fetchall() for sql in _SQLITE
+    )
+    return (campaign[0], runs, calls, contacts) if campaign else None
+
+
+def _status(
+    columns: tuple[Any, ...],
+    run_rows: _Rows,
+    call_rows: _Rows,
+    contact_rows: _Rows,
+    *,
+    campaign_id: int,
+    run: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    (*fields, zone_keys, created, started, finished, next_run) = columns
     campaign = Campaign(
-        *columns,
+        *fields,
         zone_keys=_json(zone_keys) or [],
         created_at=_utc(created),
         started_at=_utc(started),
@@ -165,9 +195,9 @@ def _read(q: _Query, campaign_id: int, run: int | None, now: datetime) -> dict[s
             "finished_at": _iso(_utc(run_finished)),
             "contacts": _json(summary),
         }
-        for number, scheduled, run_started, run_finished, summary in q.rows(_RUNS, campaign_id)
+        for number, scheduled, run_started, run_finished, summary in run_rows
     ]
-    calls = {n: int(c) for n, c in q.rows(_CALLS[q.backend], campaign_id)}
+    calls = {number: int(n) for number, n in call_rows}
     if run is not None and run != campaign.run:
         past = next((r for r in runs if r["number"] == run), None)
         if past is None:
@@ -179,7 +209,7 @@ def _read(q: _Query, campaign_id: int, run: int | None, now: datetime) -> dict[s
 
     counts: dict[str, int] = {}
     pending: dict[str | None, int] = {}
-    for status, zones, n in q.rows(_CONTACTS[q.backend], campaign_id):
+    for status, zones, n in contact_rows:
         counts[status] = counts.get(status, 0) + int(n)
         if status == ContactStatus.PENDING:
             pending[zones] = pending.get(zones, 0) + int(n)
@@ -271,7 +301,8 @@ def connect(url: str) -> tuple[Any, str]:
     if sep and backend in ("postgresql", "postgres"):
         import psycopg
 
-        return psycopg.connect("postgresql://" + rest), "postgresql"
+        # Autocommit: the one statement is its own snapshot; no BEGIN, no ROLLBACK.
+        return psycopg.connect("postgresql://" + rest, autocommit=True), "postgresql"
     if sep and backend == "sqlite":
         import sqlite3
 
