@@ -28,8 +28,9 @@ from typing import IO, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dialer import attempts, clock, db, importing, logs, rules
+from dialer import attempts, campaign_status, clock, db, importing, logs, rules
 from dialer.attempts import CampaignStateError
+from dialer.errors import ApiError
 from dialer.models import (
     Attempt,
     AttemptStatus,
@@ -37,7 +38,6 @@ from dialer.models import (
     CampaignRun,
     CampaignState,
     Contact,
-    ContactStatus,
     RunContact,
 )
 
@@ -73,10 +73,6 @@ EXPORT_COLUMNS = [
 ]
 RULE_FIELDS = attempts.RULE_FIELDS  # what ``update`` (and `campaign update`) can change
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-
-
-class ApiError(ValueError):
-    """Bad input or an unknown campaign; the message says what is wrong."""
 
 
 def _check_options(
@@ -398,118 +394,20 @@ def _wait_for_sends(campaign_id: int, wait: float) -> None:
 
 def status(campaign_id: int, run: int | None = None) -> dict[str, Any]:
     """The campaign's state and its contacts counted by status (in the current run, or
-    in run ``run`` when given), with who waits for a calling window and the next run."""
-    now = clock.now()
-    with db.session_scope() as session:
-        campaign = _campaign(session, campaign_id)
-        runs = session.scalars(
-            select(CampaignRun)
-            .where(CampaignRun.campaign_id == campaign_id)
-            .order_by(CampaignRun.number)
-        ).all()
-        if run is not None and run != campaign.run:
-            past = next((r for r in runs if r.number == run), None)
-            if past is None:
-                raise ApiError(
-                    f"campaign {campaign_id} has no run {run} "
-                    f"(runs: {', '.join(str(r.number) for r in runs) or 'none yet'})"
-                )
-            return _run_status(session, campaign, past)
-        wait = attempts.window_wait(session, campaign, now)
-        counts = dict(
-            session.execute(
-                select(Contact.status, func.count())
-                .where(Contact.campaign_id == campaign_id)
-                .group_by(Contact.status)
-            ).all()
+    in run ``run`` when given), with who waits for a calling window and the next run.
+
+    Read by ``dialer.campaign_status`` (what ``dialer campaign status`` runs without
+    this module) over a pooled connection: counts from the tallies PostgreSQL keeps,
+    O(statuses) however many contacts.
+    """
+    engine = db.engine()
+    conn = engine.raw_connection()
+    try:
+        return campaign_status.read(
+            conn.dbapi_connection, campaign_id, run, backend=engine.dialect.name
         )
-        calls = (
-            session.scalar(
-                select(func.count())
-                .select_from(Attempt)
-                .where(Attempt.campaign_id == campaign_id, Attempt.call_id.is_not(None))
-            )
-            or 0
-        )
-        return {
-            "id": campaign.id,
-            "name": campaign.name,
-            "state": campaign.state,
-            "state_reason": campaign.state_reason,
-            "from": campaign.from_number,
-            "total": sum(counts.values()),
-            "contacts": {s.value: counts.get(s.value, 0) for s in ContactStatus},
-            "calls": calls,
-            "created_at": campaign.created_at.isoformat(),
-            "started_at": campaign.started_at.isoformat() if campaign.started_at else None,
-            "finished_at": campaign.finished_at.isoformat() if campaign.finished_at else None,
-            "rules": _rules(campaign),
-            "window": {
-                "waiting": wait.waiting,
-                "next_opening": _iso(wait.next_opening),
-                "never_opens": wait.never,
-            },
-            "run": campaign.run,
-            "next_run": _iso(campaign.next_run_at),
-            "runs": [_run_row(r) for r in runs],
-        }
-
-
-def _iso(at: Any) -> str | None:
-    return at.isoformat() if at is not None else None
-
-
-def _rules(campaign: Campaign) -> dict[str, Any]:
-    return {
-        "window": campaign.window,
-        "days": campaign.days,
-        "timezone": campaign.timezone,
-        "cps": campaign.cps,
-        "max_concurrent": campaign.max_concurrent,
-        "max_attempts": campaign.max_attempts,
-        "retry_delay": campaign.retry_delay,
-        "call_timeout": campaign.call_timeout,
-        "schedule": campaign.schedule,
-    }
-
-
-def _run_row(r: CampaignRun) -> dict[str, Any]:
-    return {
-        "number": r.number,
-        "scheduled_for": _iso(r.scheduled_for),
-        "started_at": _iso(r.started_at),
-        "finished_at": _iso(r.finished_at),
-        "contacts": r.summary,
-    }
-
-
-def _run_status(session: Session, campaign: Campaign, run: CampaignRun) -> dict[str, Any]:
-    """A finished run: its contacts by status as they stood when it finished."""
-    counts = run.summary or {}
-    calls = (
-        session.scalar(
-            select(func.count())
-            .select_from(Attempt)
-            .where(
-                Attempt.campaign_id == campaign.id,
-                Attempt.run == run.number,
-                Attempt.call_id.is_not(None),
-            )
-        )
-        or 0
-    )
-    return {
-        "id": campaign.id,
-        "name": campaign.name,
-        "state": "completed" if run.finished_at else campaign.state,
-        "run": run.number,
-        "total": sum(counts.values()),
-        "contacts": {s.value: counts.get(s.value, 0) for s in ContactStatus},
-        "calls": calls,
-        "scheduled_for": _iso(run.scheduled_for),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-    }
+    finally:
+        conn.close()
 
 
 def list_campaigns() -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dialer import logs, settings
@@ -147,6 +148,8 @@ def _run(args: argparse.Namespace) -> int:
         from dialer import demo
 
         return demo.main()
+    if args.command == "campaign" and args.campaign_command == "status":
+        return _status(args)
     from dialer import api
 
     if args.command == "dnc":
@@ -176,11 +179,6 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print(f"campaign {result['id']} is {result['state']}")
         return 0
-    if cmd == "status":
-        if args.watch:
-            return _watch(api, args.id, args.json)
-        _print_status(api.status(args.id, run=args.run), args.json)
-        return 0
     if cmd == "export":
         if args.output:
             n = api.export(args.id, args.output, run=args.run)
@@ -197,6 +195,19 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{r['id']:>6}  {r['state']:<10} {r['total']:>9}  {r['name']}")
         return 0
     raise AssertionError(cmd)
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Read with the database driver alone (dialer.campaign_status), not dialer.api: no
+    SQLAlchemy, models, phonenumbers or Celery to import, so it answers in about the
+    interpreter's start-up time."""
+    from dialer.campaign_status import Reader
+
+    with Reader(settings.get().database_url) as reader:
+        if args.watch:
+            return _watch(reader.status, args.id, args.json)
+        _print_status(reader.status(args.id, run=args.run), args.json)
+    return 0
 
 
 def _create(api: Any, args: argparse.Namespace) -> int:
@@ -315,14 +326,14 @@ def _print_status(st: dict[str, Any], as_json: bool) -> None:
         print(f"  next run at {st['next_run']}")
 
 
-def _watch(api: Any, campaign_id: int, as_json: bool) -> int:
+def _watch(status: Callable[[int], dict[str, Any]], campaign_id: int, as_json: bool) -> int:
     """Follow a campaign until it is completed or cancelled (Ctrl-C stops watching):
     a live bar with rates on a terminal; off one a plain line every 2 s (a JSON object
     per line with --json)."""
     if as_json or not sys.stdout.isatty():
         last: tuple[int, float] | None = None
         while True:
-            st = api.status(campaign_id)
+            st = status(campaign_id)
             if as_json:
                 _print(st, True)
             else:
@@ -340,7 +351,7 @@ def _watch(api: Any, campaign_id: int, as_json: bool) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    st = api.status(campaign_id)
+    st = status(campaign_id)
     with Progress(
         TextColumn("campaign {task.fields[cid]} {task.fields[state]}"),
         BarColumn(),
@@ -362,7 +373,7 @@ def _watch(api: Any, campaign_id: int, as_json: bool) -> int:
         # Rates over the last few seconds: one poll's difference jumps with every tick.
         window = deque([(time.monotonic(), st["calls"], _final(st))], maxlen=6)
         while True:
-            st = api.status(campaign_id)
+            st = status(campaign_id)
             window.append((time.monotonic(), st["calls"], _final(st)))
             (t0, calls0, final0), (t1, calls1, final1) = window[0], window[-1]
             rate = (calls1 - calls0) / max(t1 - t0, 1e-6)

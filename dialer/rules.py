@@ -11,13 +11,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import phonenumbers
 from cronsim import CronSim, CronSimError
-from phonenumbers import timezone as phone_timezone
 
-from dialer.models import Campaign, ContactStatus, Result
+from dialer.enums import ContactStatus, Result
+
+# Importable without SQLAlchemy or phonenumbers (``dialer campaign status`` uses the
+# calling hours): a campaign is only read through its attributes, and phonenumbers is
+# imported by the one function that needs it.
+if TYPE_CHECKING:
+    from dialer.models import Campaign
 
 # Hangup causes (catapult-v1.md, "Callback events") -> (result, retryable, permanent).
 # A permanent cause fails the contact; a retryable one dials again after --retry-delay
@@ -193,11 +198,19 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
-@lru_cache(maxsize=4096)
-def _zone_key(digits: str) -> str | None:
-    number = phonenumbers.parse(digits)
+def _lookup_zones(digits: str) -> str | None:
+    import phonenumbers
+    from phonenumbers import timezone as phone_timezone
+
+    try:
+        number = phonenumbers.parse(digits)
+    except phonenumbers.NumberParseException:
+        return None
     names = sorted(set(phone_timezone.time_zones_for_number(number)) - {"Etc/Unknown"})
     return " ".join(names) or None
+
+
+_zone_key = lru_cache(maxsize=4096)(_lookup_zones)
 
 
 def zones_for(address: str) -> str | None:
@@ -209,12 +222,9 @@ def zones_for(address: str) -> str | None:
     """
     if not address.startswith("+"):
         return None
-    try:
-        if address.startswith("+1") and len(address) == 12:
-            return _zone_key(address[:8] + "0000")
-        return _zone_key.__wrapped__(address)
-    except phonenumbers.NumberParseException:
-        return None
+    if address.startswith("+1") and len(address) == 12:
+        return _zone_key(address[:8] + "0000")
+    return _lookup_zones(address)
 
 
 def _zones(key: str | None, fallback: str) -> tuple[ZoneInfo, ...]:

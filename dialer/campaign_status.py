@@ -1,0 +1,365 @@
+"""A campaign's status, read with the database driver alone.
+
+``dialer campaign status`` (and ``--watch``) and ``api.status`` both come here: one
+implementation. It imports the driver (psycopg 3, or sqlite3), ``dialer.rules`` for the
+calling hours and the status enums, and nothing heavier: no SQLAlchemy, no ORM models,
+no phonenumbers, no Celery (issue 7: < 200 ms on a million contacts, running; the
+driver's own import is most of what is left).
+
+The counts cost O(statuses), not O(contacts): on PostgreSQL they are the sums of the
+tallies its triggers keep (``dialer.tally``, migration 0003): contacts by status (and,
+for pending ones, by time-zone key, for the calling-window part) and calls by run. On
+SQLite (the demo, trials: small) the rows are counted directly. Everything is read in
+one snapshot (on PostgreSQL one statement, one round trip), so the state, the counts
+and the calls agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from dialer import clock, rules
+from dialer.enums import ContactStatus
+from dialer.errors import ApiError
+
+__all__ = ["Reader", "WindowWait", "connect", "read", "window_wait"]
+
+_COLUMNS = (
+    'id, name, state, state_reason, from_number, "window", days, timezone, cps, '
+    "max_concurrent, max_attempts, retry_delay, call_timeout, schedule, run, zone_keys, "
+    "created_at, started_at, finished_at, next_run_at"
+)
+_RUN_COLUMNS = "number, scheduled_for, started_at, finished_at, summary"
+
+# PostgreSQL: everything in one statement, so one round trip (a loaded machine makes
+# each one wait for the server to be scheduled) and one snapshot (the state, the counts
+# and the calls agree). The contacts by (status, zone key of pending ones) and the calls
+# by run are the sums of the tallies the triggers keep (dialer.tally).
+_POSTGRESQL = f"""
+SELECT {_COLUMNS},
+    (SELECT coalesce(json_agg(json_build_array({_RUN_COLUMNS}) ORDER BY number), '[]')
+     FROM campaign_run WHERE campaign_id = c.id),
+    (SELECT coalesce(json_agg(json_build_array(run, n)), '[]') FROM (
+        SELECT run, sum(n) AS n FROM call_tally WHERE campaign_id = c.id GROUP BY run
+    ) AS calls),
+    (SELECT coalesce(json_agg(json_build_array(status, zones, n)), '[]') FROM (
+        SELECT status, zones, sum(n) AS n FROM contact_tally WHERE campaign_id = c.id
+        GROUP BY status, zones
+    ) AS contacts)
+FROM campaign AS c WHERE id = %s
+"""
+# SQLite (the demo, trials; small): the same rows counted from the tables, in one
+# transaction.
+_SQLITE = (
+    f"SELECT {_COLUMNS} FROM campaign WHERE id = ?",
+    f"SELECT {_RUN_COLUMNS} FROM campaign_run WHERE campaign_id = ? ORDER BY number",
+    "SELECT run, count(*) FROM attempt WHERE campaign_id = ? AND call_id IS NOT NULL GROUP BY run",
+    "SELECT status, CASE WHEN status = 'pending' THEN zones END, count(*) FROM contact "
+    "WHERE campaign_id = ? GROUP BY 1, 2",
+)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """The columns of a campaign the status shows (and ``dialer.rules`` reads)."""
+
+    id: int
+    name: str
+    state: str
+    state_reason: str | None
+    from_number: str
+    window: str | None
+    days: str | None
+    timezone: str
+    cps: float | None
+    max_concurrent: int | None
+    max_attempts: int
+    retry_delay: int
+    call_timeout: int | None
+    schedule: str | None
+    run: int
+    zone_keys: list[str | None]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_run_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WindowWait:
+    waiting: int  # pending contacts whose calling window is shut now
+    next_opening: datetime | None  # the soonest of their windows to open
+    never: int  # of those, contacts whose window never holds in all their zones
+
+
+def window_wait(campaign: Any, pending: Mapping[str | None, int], now: datetime) -> WindowWait:
+    """Who waits for a calling window, and when the next one opens, from the pending
+    contacts counted by time-zone key (``Contact.zones``; None: the campaign's zone)."""
+    hours = rules.campaign_hours(campaign)
+    if hours is None:
+        return WindowWait(0, None, 0)
+    waiting = never = 0
+    opening: datetime | None = None
+    for key in dict.fromkeys(campaign.zone_keys or [None]):
+        n = pending.get(key, 0)
+        if not n or rules.is_open(hours, rules.contact_zones(campaign, key), now):
+            continue
+        due = rules.when_due(campaign, key, now)
+        waiting += n
+        if due.never:
+            never += n
+        elif opening is None or due.due_at < opening:
+            opening = due.due_at
+    return WindowWait(waiting, opening, never)
+
+
+def read(
+    conn: Any,
+    campaign_id: int,
+    run: int | None = None,
+    *,
+    backend: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The status of a campaign (its current run, or past run ``run``) as ``api.status``
+    returns it. ``conn`` is a DB-API connection (psycopg 3 for ``backend``
+    "postgresql", sqlite3 for "sqlite") not in a transaction; it is left that way."""
+    if backend == "postgresql":
+        fetch = _fetch_postgresql
+    elif backend == "sqlite":
+        fetch = _fetch_sqlite
+    else:
+        raise ValueError(f"no status reader for {backend!r} databases")
+    cursor = conn.cursor()
+    try:
+        found = fetch(cursor, campaign_id)
+    finally:
+        cursor.close()
+        conn.rollback()
+    if found is None:
+        raise ApiError(f"no campaign with id {campaign_id}")
+    return _status(*found, campaign_id=campaign_id, run=run, now=now or clock.now())
+
+
+_Rows = list[Any]
+_Found = tuple[tuple[Any, ...], _Rows, _Rows, _Rows]  # campaign, runs, calls, contacts
+
+
+def _fetch_postgresql(cursor: Any, campaign_id: int) -> _Found | None:
+    cursor.execute(_POSTGRESQL, (campaign_id,))
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    *campaign, runs, calls, contacts = row
+    return tuple(campaign), _json(runs), _json(calls), _json(contacts)
+
+
+def _fetch_sqlite(cursor: Any, campaign_id: int) -> _Found | None:
+    cursor.execute("BEGIN")
+    campaign, runs, calls, contacts = (
+        cursor.execute(sql, (campaign_id,)).fetchall() for sql in _SQLITE
+    )
+    return (campaign[0], runs, calls, contacts) if campaign else None
+
+
+def _status(
+    columns: tuple[Any, ...],
+    run_rows: _Rows,
+    call_rows: _Rows,
+    contact_rows: _Rows,
+    *,
+    campaign_id: int,
+    run: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    (*fields, zone_keys, created, started, finished, next_run) = columns
+    campaign = Campaign(
+        *fields,
+        zone_keys=_json(zone_keys) or [],
+        created_at=_utc(created),
+        started_at=_utc(started),
+        finished_at=_utc(finished),
+        next_run_at=_utc(next_run),
+    )
+    runs = [
+        {
+            "number": number,
+            "scheduled_for": _iso(_utc(scheduled)),
+            "started_at": _iso(_utc(run_started)),
+            "finished_at": _iso(_utc(run_finished)),
+            "contacts": _json(summary),
+        }
+        for number, scheduled, run_started, run_finished, summary in run_rows
+    ]
+    calls = {number: int(n) for number, n in call_rows}
+    if run is not None and run != campaign.run:
+        past = next((r for r in runs if r["number"] == run), None)
+        if past is None:
+            raise ApiError(
+                f"campaign {campaign_id} has no run {run} "
+                f"(runs: {', '.join(str(r['number']) for r in runs) or 'none yet'})"
+            )
+        return _run_status(campaign, past, calls.get(run, 0))
+
+    counts: dict[str, int] = {}
+    pending: dict[str | None, int] = {}
+    for status, zones, n in contact_rows:
+        counts[status] = counts.get(status, 0) + int(n)
+        if status == ContactStatus.PENDING:
+            pending[zones] = pending.get(zones, 0) + int(n)
+    wait = window_wait(campaign, pending, now)
+    return {
+        "id": campaign.id,
+        "name": campaign.name,
+        "state": campaign.state,
+        "state_reason": campaign.state_reason,
+        "from": campaign.from_number,
+        "total": sum(counts.values()),
+        "contacts": _by_status(counts),
+        "calls": sum(calls.values()),
+        "created_at": campaign.created_at.isoformat(),
+        "started_at": _iso(campaign.started_at),
+        "finished_at": _iso(campaign.finished_at),
+        "rules": {
+            "window": campaign.window,
+            "days": campaign.days,
+            "timezone": campaign.timezone,
+            "cps": campaign.cps,
+            "max_concurrent": campaign.max_concurrent,
+            "max_attempts": campaign.max_attempts,
+            "retry_delay": campaign.retry_delay,
+            "call_timeout": campaign.call_timeout,
+            "schedule": campaign.schedule,
+        },
+        "window": {
+            "waiting": wait.waiting,
+            "next_opening": _iso(wait.next_opening),
+            "never_opens": wait.never,
+        },
+        "run": campaign.run,
+        "next_run": _iso(campaign.next_run_at),
+        "runs": runs,
+    }
+
+
+def _run_status(campaign: Campaign, run: dict[str, Any], calls: int) -> dict[str, Any]:
+    """A finished run: its contacts by status as they stood when it finished."""
+    counts = run["contacts"] or {}
+    return {
+        "id": campaign.id,
+        "name": campaign.name,
+        "state": "completed" if run["finished_at"] else campaign.state,
+        "run": run["number"],
+        "total": sum(counts.values()),
+        "contacts": _by_status(counts),
+        "calls": calls,
+        "scheduled_for": run["scheduled_for"],
+        "started_at": run["started_at"],
+        "finished_at": run["finished_at"],
+    }
+
+
+def _by_status(counts: Mapping[str, int]) -> dict[str, int]:
+    return {s.value: counts.get(s.value, 0) for s in ContactStatus}
+
+
+def _json(value: Any) -> Any:
+    """JSON columns: parsed by psycopg (jsonb), text on SQLite."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _utc(value: Any) -> datetime | None:
+    """Timestamps in UTC, as the models give them: psycopg returns them in the session's
+    time zone, SQLite keeps naive UTC text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+# ---------------------------------------------------------------- connecting
+
+
+def connect(url: str) -> tuple[Any, str]:
+    """A DB-API connection for a ``DIALER_DATABASE_URL`` (a SQLAlchemy URL), and its
+    backend: ``postgresql+psycopg://…`` becomes the libpq URI ``postgresql://…`` (the
+    query string passes through: libpq takes the same parameters), ``sqlite:///path``
+    the file SQLAlchemy would open."""
+    scheme, sep, rest = url.partition("://")
+    backend = scheme.split("+", 1)[0]
+    if sep and backend in ("postgresql", "postgres"):
+        import psycopg
+
+        # Autocommit: the one statement is its own snapshot; no BEGIN, no ROLLBACK.
+        return psycopg.connect("postgresql://" + rest, autocommit=True), "postgresql"
+    if sep and backend == "sqlite":
+        import sqlite3
+
+        path, _, query = rest.partition("?")
+        # sqlite:///relative.db, sqlite:////absolute.db; nothing: in memory.
+        path = path[1:] if path.startswith("/") else path
+        params = dict(parse_qsl(query))
+        uri = params.pop("uri", "").lower() in ("true", "1")
+        timeout = float(params.pop("timeout", 30))
+        for driver_only in ("check_same_thread", "isolation_level", "detect_types"):
+            params.pop(driver_only, None)
+        if uri and params:
+            path += "?" + urlencode(params)
+        conn = sqlite3.connect(path or ":memory:", timeout=timeout, uri=uri, isolation_level=None)
+        return conn, "sqlite"
+    raise ApiError(f"DIALER_DATABASE_URL: no status reader for {scheme!r} URLs")
+
+
+class Reader:
+    """``read`` over one connection kept between calls (``campaign status --watch``),
+    opened on first use and opened again once if it was lost (a database restart)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+        self._backend = ""
+
+    def status(self, campaign_id: int, run: int | None = None) -> dict[str, Any]:
+        for retry in (False, True):
+            if self._conn is None:
+                self._conn, self._backend = connect(self.url)
+            try:
+                return read(self._conn, campaign_id, run, backend=self._backend)
+            except _connection_errors(self._backend):
+                self.close()
+                if retry:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):  # already gone
+                conn.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _connection_errors(backend: str) -> tuple[type[BaseException], ...]:
+    if backend == "postgresql":
+        import psycopg
+
+        return (psycopg.OperationalError, psycopg.InterfaceError)
+    import sqlite3
+
+    return (sqlite3.OperationalError,)

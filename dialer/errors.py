@@ -1,0 +1,8 @@
+"""``ApiError``, apart from ``dialer.api`` so the lean status path (``dialer.status``)
+raises the very class ``dialer.api`` exports without importing it."""
+
+from __future__ import annotations
+
+
+class ApiError(ValueError):
+    """Bad input or an unknown campaign; the message says what is wrong."""
