@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
-from dialer import attempts, clock, db, logs, metrics, pacing, rules, settings
+from dialer import attempts, clock, db, logs, metrics, pacing, rules, settings, tally
 from dialer.carrier import events
 from dialer.carrier.catapult import (
     Action,
@@ -376,6 +376,8 @@ def sweep() -> dict[str, int]:
     report["calls_recovered"] = recover_overdue(now)
     with db.session_scope() as session:
         report["orphans_adopted"] = attempts.adopt_orphans(session, now, timedelta(seconds=5))
+    with db.session_scope() as session:
+        tally.compact(session)  # status counts: one row per key again (dialer.tally)
     if any(report.values()):
         log.info("sweep: %s", report)
     return report
