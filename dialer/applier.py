@@ -5,6 +5,10 @@ Each consumer thread loops: read up to ``BATCH`` entries (``XREADGROUP … BLOCK
 returns as soon as anything is there, so under load a batch is what arrived while the
 previous one was applied, and at rest an event waits for no timer); apply them in ONE
 transaction through ``attempts.apply_events``; commit; then acknowledge and delete them.
+Consumers apply batches side by side, and a call's answer and hangup often fall in two
+of them: a batch skips the contacts another holds (``SKIP LOCKED``) and applies those
+few events right after in a second transaction, which waits for that one batch only.
+Blocking on every lock instead would queue each batch behind the previous one's commit.
 Every few seconds it also takes over entries another consumer left pending for longer
 than ``RECLAIM_IDLE`` (a worker killed mid-batch): the redelivery. Applying an event
 twice is harmless: the state machine stores the second as ``repeat``.
@@ -48,6 +52,8 @@ RECLAIM_EVERY = 5.0  # seconds between looks for entries a dead consumer left pe
 FORGET_EVERY = 600.0  # seconds between clean-ups of long-gone consumers' names
 MAX_BACKOFF = 10.0
 
+Item = tuple[Entry, events.CallEvent, datetime]  # an entry and what it says
+
 
 def _transient(exc: BaseException) -> bool:
     """The database could not be used right now: try the same events again later."""
@@ -67,7 +73,7 @@ def _parse(entry: Entry) -> tuple[events.CallEvent, datetime]:
 def apply_entries(entries: list[Entry]) -> tuple[list[str], list[Entry]]:
     """Apply entries; return (ids applied or dropped: done with, entries to try again)."""
     done: list[str] = []
-    good: list[tuple[Entry, events.CallEvent, datetime]] = []
+    good: list[Item] = []
     for entry in entries:
         try:
             event, received_at = _parse(entry)
@@ -77,28 +83,36 @@ def apply_entries(entries: list[Entry]) -> tuple[list[str], list[Entry]]:
             done.append(entry.id)
             continue
         good.append((entry, event, received_at))
-    if not good:
-        return done, []
+    remaining = good
     try:
-        _apply([g[1] for g in good], [g[2] for g in good], [g[0] for g in good])
-        return done + [g[0].id for g in good], []
+        if remaining:
+            # Contacts another consumer's batch holds are skipped, not waited for ...
+            remaining = _apply(remaining, skip_locked=True)
+            later = {g[0].id for g in remaining}
+            done += [g[0].id for g in good if g[0].id not in later]
+        if remaining:
+            # ... then applied at once in a second transaction, which waits for that one
+            # batch to commit: no consumer queues behind a chain of others.
+            _apply(remaining, skip_locked=False)
+            done += [g[0].id for g in remaining]
+        return done, []
     except Exception as exc:
-        if len(good) == 1:
-            return _one_failed(good[0][0], exc, done)
+        if len(remaining) == 1:
+            return _one_failed(remaining[0][0], exc, done)
         log.warning(
             "a batch of %d events failed (%s: %s): applying them one by one",
-            len(good),
+            len(remaining),
             type(exc).__name__,
             str(exc)[:200],
         )
-    for i, (entry, event, received_at) in enumerate(good):
+    for i, item in enumerate(remaining):
         try:
-            _apply([event], [received_at], [entry])
-            done.append(entry.id)
+            _apply([item], skip_locked=False)
+            done.append(item[0].id)
         except Exception as exc:
-            done, held = _one_failed(entry, exc, done)
+            done, held = _one_failed(item[0], exc, done)
             if held:
-                return done, [g[0] for g in good[i:]]
+                return done, [g[0] for g in remaining[i:]]
     return done, []
 
 
@@ -118,13 +132,18 @@ def _one_failed(entry: Entry, exc: BaseException, done: list[str]) -> tuple[list
     return [*done, entry.id], []
 
 
-def _apply(
-    batch: list[events.CallEvent], received_ats: list[datetime], entries: list[Entry]
-) -> None:
+def _apply(items: list[Item], *, skip_locked: bool) -> list[Item]:
+    """One transaction; returns the items deferred (their contacts were busy)."""
     with db.session_scope() as session:
-        dispositions = attempts.apply_events(session, batch, received_ats, clock.now())
+        dispositions = attempts.apply_events(
+            session, [i[1] for i in items], [i[2] for i in items], clock.now(),
+            skip_locked=skip_locked,
+        )  # fmt: skip
     # Committed: the lag of each event ends here.
-    metrics.events_applied([(d, e.received_at) for d, e in zip(dispositions, entries, strict=True)])
+    metrics.events_applied(
+        [(d, i[0].received_at) for d, i in zip(dispositions, items, strict=True) if d is not None]
+    )
+    return [i for d, i in zip(dispositions, items, strict=True) if d is None]
 
 
 class Applier:

@@ -607,12 +607,17 @@ def apply_event(session: Session, event: CallEvent, received_at: datetime, now: 
     return disposition
 
 
+DEFERRED = None  # apply_events(skip_locked=True): the event was left for a later batch
+
+
 def apply_events(
     session: Session,
     events: Sequence[CallEvent],
     received_ats: Sequence[datetime],
     now: datetime,
-) -> list[str]:
+    *,
+    skip_locked: bool = False,
+) -> list[str | None]:
     """Apply a batch of callback events in arrival order; return each one's disposition.
 
     The rows end exactly as ``apply_event`` one by one would leave them (a property test
@@ -623,6 +628,13 @@ def apply_events(
     batches, or a batch and a dial, never deadlock); each event then goes through the
     same ``_apply`` as one alone, on the loaded rows; the ``call_event`` rows go in as
     one bulk insert; each campaign is read once.
+
+    ``skip_locked``: contacts another transaction holds are skipped rather than waited
+    for, and their events (with every later event of the batch about the same call or
+    attempt, so each call's events keep their order) come back as ``DEFERRED``, applied
+    and stored not at all: the caller applies them in a later batch. Concurrent
+    consumers whose batches share contacts (a call's answer in one, its hangup in the
+    next) then never queue behind each other's transactions.
     """
     if len(events) != len(received_ats):
         raise ValueError("one received_at per event")
@@ -631,12 +643,10 @@ def apply_events(
     call_ids = sorted({e.call_id for e in events if e.call_id})
     tagged = sorted({e.attempt_id for e in events if e.attempt_id is not None})
     found = session.execute(
-        select(Attempt.id, Attempt.contact_id).where(
+        select(Attempt.id, Attempt.contact_id, Attempt.call_id).where(
             Attempt.call_id.in_(call_ids) | Attempt.id.in_(tagged)
         )
     ).all()
-    contact_ids = sorted({contact_id for _, contact_id in found})
-    attempt_ids = sorted({attempt_id for attempt_id, _ in found})
     contacts: dict[int, Contact] = {}
     rows: dict[int, Attempt] = {}
     if found:
@@ -644,29 +654,45 @@ def apply_events(
             c.id: c
             for c in session.scalars(
                 select(Contact)
-                .where(Contact.id.in_(contact_ids))
+                .where(Contact.id.in_(sorted({contact_id for _, contact_id, _ in found})))
                 .order_by(Contact.id)
-                .with_for_update()
+                .with_for_update(skip_locked=skip_locked)
                 .execution_options(populate_existing=True)
             )
         }
-        rows = {
-            a.id: a
-            for a in session.scalars(
-                select(Attempt)
-                .where(Attempt.id.in_(attempt_ids))
-                .order_by(Attempt.id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
-        }
+        mine = sorted({a for a, contact_id, _ in found if contact_id in contacts})
+        if mine:
+            rows = {
+                a.id: a
+                for a in session.scalars(
+                    select(Attempt)
+                    .where(Attempt.id.in_(mine))
+                    .order_by(Attempt.id)
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                )
+            }
+    # Attempts whose contact another transaction holds (skip_locked only), by id and call.
+    busy = {a for a, contact_id, _ in found if contact_id not in contacts}
+    busy_calls = {call for a, _, call in found if a in busy and call is not None}
     # As the rows are now, kept current as events adopt calls: a later event of the
     # batch finds its attempt by a call id an earlier one recorded, as it would alone.
     by_call = {a.call_id: a for a in rows.values() if a.call_id is not None}
     campaigns: dict[int, Campaign | None] = {}
     stored: list[dict[str, object]] = []
-    dispositions: list[str] = []
+    dispositions: list[str | None] = []
     for event, received_at in zip(events, received_ats, strict=True):
+        if (event.call_id is not None and event.call_id in busy_calls) or (
+            event.attempt_id is not None and event.attempt_id in busy
+        ):
+            # Its attempt is another transaction's now, or an earlier event about the
+            # same call was deferred: later, in order.
+            if event.call_id is not None:
+                busy_calls.add(event.call_id)
+            if event.attempt_id is not None:
+                busy.add(event.attempt_id)
+            dispositions.append(DEFERRED)
+            continue
         attempt = by_call.get(event.call_id) if event.call_id else None
         if attempt is None and event.attempt_id is not None:
             attempt = rows.get(event.attempt_id)
@@ -690,7 +716,8 @@ def apply_events(
                 by_call[attempt.call_id] = attempt
         dispositions.append(disposition)
         stored.append(_event_row(event, attempt_id, disposition, received_at, applied_at))
-    session.execute(insert(CallEventRow), stored)
+    if stored:
+        session.execute(insert(CallEventRow), stored)
     return dispositions
 
 
