@@ -186,6 +186,14 @@ class Bench:
                 ).all()
             )
 
+    def stream_backlog(self) -> int:
+        """Callback events accepted and not yet applied (the event stream's length)."""
+        import redis
+
+        from dialer import eventstream
+
+        return int(redis.Redis.from_url(self.redis.url).xlen(eventstream.STREAM))
+
     def event_count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.scalar(text("SELECT count(*) FROM call_event")) or 0)

@@ -46,7 +46,13 @@ from benchmarks.harness import (  # noqa: E402
     percentile,
     write_contacts,
 )
-from benchmarks.machine import CpuMeter, describe, load_average  # noqa: E402
+from benchmarks.machine import (  # noqa: E402
+    CpuMeter,
+    PostgresMeter,
+    describe,
+    load_average,
+    system_cpu,
+)
 
 PATH = "/callbacks/catapult"
 
@@ -208,6 +214,8 @@ def main() -> int:
         stop_at = start_at + args.seconds
         receiver = CpuMeter({"receiver": bench.pid("receiver")})
         workers = CpuMeter({n: bench.pid(n) for n in bench.worker_names()})
+        services = CpuMeter({"redis": bench.redis.proc.pid})  # type: ignore[union-attr]
+        postgres = PostgresMeter()
         ctx = mp.get_context("fork")
         pipes, procs = [], []
         for c in range(args.clients):
@@ -232,6 +240,9 @@ def main() -> int:
         receiver.start()
         workers.start()
         generator.start()
+        services.start()
+        postgres.start()
+        busy0, total0 = system_cpu()
         spies = []
         if args.profile:  # after a warm-up: imports and first connections are not the point
             from benchmarks.throughput import start_profilers
@@ -242,6 +253,10 @@ def main() -> int:
         time.sleep(max(0.0, stop_at - time.time()))
         r_wall, r_cpu = receiver.read()
         g_wall, g_cpu = generator.read()
+        s_wall, s_cpu = services.read()
+        pg_cpu = postgres.read()
+        busy1, total1 = system_cpu()
+        backlog = bench.stream_backlog()
         results = [row for pipe in pipes for row in pipe.recv()]
         for proc in procs:
             proc.join()
@@ -304,6 +319,12 @@ def main() -> int:
         f"receiver CPU: {r_cpu['receiver'] / r_wall:.2f} cores, "
         f"{1e6 * r_cpu['receiver'] / max(len(ok), 1):.0f} us per event; generator "
         f"{sum(g_cpu.values()) / g_wall:.2f} cores"
+    )
+    print(
+        f"during the load: postgres {pg_cpu / s_wall:.2f} cores (every postgres process on "
+        f"the machine), redis {s_cpu['redis'] / s_wall:.2f} cores; machine "
+        f"{(busy1 - busy0) / s_wall:.2f} of {(total1 - total0) / s_wall:.0f} cores busy "
+        f"(others' work included); event backlog at the end: {backlog:,}"
     )
     unapplied = len(ok) - len(applied)
     print(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -484,7 +485,12 @@ def record_created_many(
 
 
 def _adopt(
-    session: Session, contact: Contact, attempt: Attempt, call_id: str, now: datetime
+    session: Session,
+    contact: Contact,
+    attempt: Attempt,
+    call_id: str,
+    now: datetime,
+    campaigns: dict[int, Campaign | None] | None = None,
 ) -> None:
     if attempt.status == AttemptStatus.WITHDRAWN:
         # Reconciliation found no call and released the contact, yet the call exists.
@@ -496,7 +502,7 @@ def _adopt(
         )
     attempt.call_id = call_id
     attempt.created_at = attempt.created_at or now
-    campaign = session.get(Campaign, attempt.campaign_id)
+    campaign = _campaign(session, attempt.campaign_id, campaigns)
     ring = (campaign.call_timeout if campaign else None) or DEFAULT_CALL_TIMEOUT
     attempt.lease_until = now + timedelta(seconds=ring) + GRACE
     if attempt.status in (
@@ -704,6 +710,139 @@ def apply_event(session: Session, event: CallEvent, received_at: datetime, now: 
     return disposition
 
 
+DEFERRED = None  # apply_events(skip_locked=True): the event was left for a later batch
+
+
+def apply_events(
+    session: Session,
+    events: Sequence[CallEvent],
+    received_ats: Sequence[datetime],
+    now: datetime,
+    *,
+    skip_locked: bool = False,
+) -> list[str | None]:
+    """Apply a batch of callback events in arrival order; return each one's disposition.
+
+    The rows end exactly as ``apply_event`` one by one would leave them (a property test
+    checks it), at a handful of statements per batch instead of ~8 per event: the batch's
+    call ids and tag attempt ids are resolved in one query; its contacts, then its
+    attempts, are locked in one ordered ``SELECT … FOR UPDATE`` each (id order, and
+    contacts before attempts, as everywhere: campaign -> contact -> attempt, so two
+    batches, or a batch and a dial, never deadlock); each event then goes through the
+    same ``_apply`` as one alone, on the loaded rows; the ``call_event`` rows go in as
+    one bulk insert; each campaign is read once.
+
+    ``skip_locked``: contacts another transaction holds are skipped rather than waited
+    for, and their events (with every later event of the batch about the same call or
+    attempt, so each call's events keep their order) come back as ``DEFERRED``, applied
+    and stored not at all: the caller applies them in a later batch. Concurrent
+    consumers whose batches share contacts (a call's answer in one, its hangup in the
+    next) then never queue behind each other's transactions.
+    """
+    if len(events) != len(received_ats):
+        raise ValueError("one received_at per event")
+    if not events:
+        return []
+    call_ids = sorted({e.call_id for e in events if e.call_id})
+    tagged = sorted({e.attempt_id for e in events if e.attempt_id is not None})
+    found = session.execute(
+        select(Attempt.id, Attempt.contact_id, Attempt.call_id).where(
+            Attempt.call_id.in_(call_ids) | Attempt.id.in_(tagged)
+        )
+    ).all()
+    contacts: dict[int, Contact] = {}
+    rows: dict[int, Attempt] = {}
+    if found:
+        contacts = {
+            c.id: c
+            for c in session.scalars(
+                select(Contact)
+                .where(Contact.id.in_(sorted({contact_id for _, contact_id, _ in found})))
+                .order_by(Contact.id)
+                .with_for_update(skip_locked=skip_locked)
+                .execution_options(populate_existing=True)
+            )
+        }
+        mine = sorted({a for a, contact_id, _ in found if contact_id in contacts})
+        if mine:
+            rows = {
+                a.id: a
+                for a in session.scalars(
+                    select(Attempt)
+                    .where(Attempt.id.in_(mine))
+                    .order_by(Attempt.id)
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                )
+            }
+    # Attempts whose contact another transaction holds (skip_locked only), by id and call.
+    busy = {a for a, contact_id, _ in found if contact_id not in contacts}
+    busy_calls = {call for a, _, call in found if a in busy and call is not None}
+    # As the rows are now, kept current as events adopt calls: a later event of the
+    # batch finds its attempt by a call id an earlier one recorded, as it would alone.
+    by_call = {a.call_id: a for a in rows.values() if a.call_id is not None}
+    campaigns: dict[int, Campaign | None] = {}
+    stored: list[dict[str, object]] = []
+    dispositions: list[str | None] = []
+    for event, received_at in zip(events, received_ats, strict=True):
+        if (event.call_id is not None and event.call_id in busy_calls) or (
+            event.attempt_id is not None and event.attempt_id in busy
+        ):
+            # Its attempt is another transaction's now, or an earlier event about the
+            # same call was deferred: later, in order.
+            if event.call_id is not None:
+                busy_calls.add(event.call_id)
+            if event.attempt_id is not None:
+                busy.add(event.attempt_id)
+            dispositions.append(DEFERRED)
+            continue
+        attempt = by_call.get(event.call_id) if event.call_id else None
+        if attempt is None and event.attempt_id is not None:
+            attempt = rows.get(event.attempt_id)
+        if attempt is None:
+            disposition, attempt_id, applied_at = "orphan", None, None
+            log.info("event %s for unknown call %s kept as orphan", event.event_type, event.call_id)
+        elif event.call_id and attempt.call_id not in (None, event.call_id):
+            disposition, attempt_id, applied_at = "ignored", attempt.id, None
+            log.error(
+                "event for call %s carries the tag of attempt %s, which has call %s",
+                event.call_id,
+                attempt.id,
+                attempt.call_id,
+                extra=_ids(attempt),
+            )
+        else:
+            contact = contacts[attempt.contact_id]
+            disposition = _apply(session, contact, attempt, event, now, campaigns)
+            attempt_id, applied_at = attempt.id, now
+            if attempt.call_id is not None:
+                by_call[attempt.call_id] = attempt
+        dispositions.append(disposition)
+        stored.append(_event_row(event, attempt_id, disposition, received_at, applied_at))
+    if stored:
+        session.execute(insert(CallEventRow), stored)
+    return dispositions
+
+
+def _event_row(
+    event: CallEvent,
+    attempt_id: int | None,
+    disposition: str,
+    received_at: datetime,
+    applied_at: datetime | None,
+) -> dict[str, object]:
+    return {
+        "attempt_id": attempt_id,
+        "call_id": event.call_id,
+        "event_type": event.event_type,
+        "event_time": event.time,
+        "received_at": received_at,
+        "applied_at": applied_at,
+        "disposition": disposition,
+        "payload": event.payload,
+    }
+
+
 def _store(
     session: Session,
     event: CallEvent,
@@ -727,12 +866,17 @@ def _store(
 
 
 def _apply(
-    session: Session, contact: Contact, attempt: Attempt, event: CallEvent, now: datetime
+    session: Session,
+    contact: Contact,
+    attempt: Attempt,
+    event: CallEvent,
+    now: datetime,
+    campaigns: dict[int, Campaign | None] | None = None,
 ) -> str:
     if event.event_type not in STATUS_EVENTS:
         return "ignored"
     if attempt.call_id is None and event.call_id:
-        _adopt(session, contact, attempt, event.call_id, now)
+        _adopt(session, contact, attempt, event.call_id, now, campaigns)
     at = event.time or now
     if event.event_type == "answer":
         if attempt.answered_at is not None:
@@ -757,7 +901,7 @@ def _apply(
             # answered, so the sweep reads the call from the carrier first.
             attempt.lease_until = now
         elif attempt.hangup_cause is not None or attempt.timed_out_at is not None:
-            _finish(session, contact, attempt, now)
+            _finish(session, contact, attempt, now, campaigns)
     elif attempt.status == AttemptStatus.ENDED:
         _revise(contact, attempt)
     return "applied"
@@ -794,7 +938,13 @@ def _outcome(attempt: Attempt) -> rules.Outcome:
     )
 
 
-def _finish(session: Session, contact: Contact, attempt: Attempt, now: datetime) -> None:
+def _finish(
+    session: Session,
+    contact: Contact,
+    attempt: Attempt,
+    now: datetime,
+    campaigns: dict[int, Campaign | None] | None = None,
+) -> None:
     result = _outcome(attempt)
     attempt.status = AttemptStatus.ENDED
     attempt.result, attempt.cause = result.result, result.cause
@@ -803,7 +953,7 @@ def _finish(session: Session, contact: Contact, attempt: Attempt, now: datetime)
     attempt.lease_until = None
     if not _is_current(contact, attempt):
         return
-    campaign = session.get(Campaign, attempt.campaign_id)
+    campaign = _campaign(session, attempt.campaign_id, campaigns)
     assert campaign is not None
     step = rules.after_attempt(
         campaign,
@@ -815,6 +965,17 @@ def _finish(session: Session, contact: Contact, attempt: Attempt, now: datetime)
     )
     contact.status, contact.due_at, contact.reason = step.status, step.due_at, step.reason
     contact.ready_at = step.ready_at
+
+
+def _campaign(
+    session: Session, campaign_id: int, cache: dict[int, Campaign | None] | None
+) -> Campaign | None:
+    """The attempt's campaign, read once per batch of events when given a cache."""
+    if cache is None:
+        return session.get(Campaign, campaign_id)
+    if campaign_id not in cache:
+        cache[campaign_id] = session.get(Campaign, campaign_id)
+    return cache[campaign_id]
 
 
 def _revise(contact: Contact, attempt: Attempt) -> None:

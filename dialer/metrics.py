@@ -65,6 +65,7 @@ CALLBACKS_RECEIVED = "dialer_callbacks_received_total"
 CALLBACKS_REFUSED = "dialer_callbacks_refused_total"
 EVENTS_APPLIED = "dialer_events_applied_total"
 EVENT_LAG = "dialer_event_lag_seconds"
+EVENT_BACKLOG = "dialer_event_backlog"
 ATTEMPTS_FINISHED = "dialer_attempts_finished_total"
 
 # name -> (help, label names); the counters, in the order they are exposed.
@@ -88,7 +89,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("reason",),
     ),
     CALLBACKS_RECEIVED: (
-        "Callbacks accepted and handed to the broker (answered 200), by event type.",
+        "Callbacks accepted and put in the event stream (answered 200), by event type.",
         ("event",),
     ),
     CALLBACKS_REFUSED: (
@@ -97,7 +98,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     EVENTS_APPLIED: (
         "Callback events the state machine stored, by what became of them (applied, "
-        "repeat, ignored, orphan, malformed).",
+        "repeat, ignored, orphan; malformed and failed: dropped, see the worker's log).",
         ("disposition",),
     ),
     ATTEMPTS_FINISHED: (
@@ -308,20 +309,29 @@ def callback(status: int, reason: str, event_type: str | None = None) -> None:
 def event_applied(disposition: str, received_at: str | datetime | None) -> None:
     """A callback event stored by the state machine, ``received_at`` as the receiver
     stamped it; call once the transaction committed."""
-    items: list[tuple[Key, float]] = [((EVENTS_APPLIED, (("disposition", disposition),)), 1)]
-    try:
-        if isinstance(received_at, str):
-            received_at = datetime.fromisoformat(received_at)
-        if received_at is not None:
-            lag = max(0.0, (clock.now() - received_at).total_seconds())
-            le = next((b for b in LAG_BUCKETS if lag <= b), math.inf)
-            items += [
-                ((EVENT_LAG + "_bucket", (("le", _le(le)),)), 1),
-                ((EVENT_LAG + "_sum", ()), lag),
-            ]
-    except (TypeError, ValueError):
-        pass  # a stamp that is not a time: count the event, not its lag
-    recorder().add(items)
+    events_applied(((disposition, received_at),))
+
+
+def events_applied(applied: Iterable[tuple[str, str | datetime | None]]) -> None:
+    """Many events committed together: (disposition, received_at) each, in one update
+    of the process's counts."""
+    items: list[tuple[Key, float]] = []
+    now = clock.now()
+    for disposition, received_at in applied:
+        items.append(((EVENTS_APPLIED, (("disposition", disposition),)), 1))
+        try:
+            at = (
+                datetime.fromisoformat(received_at) if isinstance(received_at, str) else received_at
+            )
+            if at is None:
+                continue
+            lag = max(0.0, (now - at).total_seconds())
+        except (TypeError, ValueError):
+            continue  # a stamp that is not a time: count the event, not its lag
+        le = next((b for b in LAG_BUCKETS if lag <= b), math.inf)
+        items += [((EVENT_LAG + "_bucket", (("le", _le(le)),)), 1), ((EVENT_LAG + "_sum", ()), lag)]
+    if items:
+        recorder().add(items)
 
 
 def attempts_finished(status: str, result: str | None, n: int = 1) -> None:
@@ -378,9 +388,11 @@ class FleetCollector:
         self,
         store: Callable[[], dict[Key, float]],
         database: Callable[[], tuple[dict[str, int], dict[str, int]]],
+        backlog: Callable[[], int] | None = None,
     ) -> None:
         self._store = store
         self._database = database
+        self._backlog = backlog
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -423,6 +435,20 @@ class FleetCollector:
                     family.add_metric([given.get(n, "") for n in label_names], value)
                 yield family
             yield _histogram(HistogramMetricFamily, by_name)
+            if self._backlog is not None:
+                try:
+                    waiting: int | None = self._backlog()
+                except Exception as exc:
+                    log.debug("metrics: cannot read the event backlog: %s", exc)
+                    waiting = None
+                if waiting is not None:
+                    backlog = GaugeMetricFamily(
+                        EVENT_BACKLOG,
+                        "Callback events accepted and not yet applied: the event stream's "
+                        "length (applied events leave it).",
+                    )
+                    backlog.add_metric([], waiting)
+                    yield backlog
 
         if db_ok:
             attempts = GaugeMetricFamily(
@@ -467,5 +493,11 @@ def exposition() -> tuple[bytes, str]:
         return read_store(client)
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(store, read_database))  # type: ignore[arg-type]
+
+    def backlog() -> int:
+        from dialer import eventstream
+
+        return eventstream.stream("receiver").backlog()
+
+    registry.register(FleetCollector(store, read_database, backlog))  # type: ignore[arg-type]
     return generate_latest(registry), CONTENT_TYPE_LATEST

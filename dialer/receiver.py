@@ -7,9 +7,10 @@ callbackUrl and the platform turns it into an ``Authorization`` header), or as a
 token ``/callbacks/catapult/t/SECRET`` for proxies that drop that header. Both are
 compared in constant time.
 
-An event is answered 2xx only once it is safely in the broker; if the broker cannot
-take it the answer is 503, so the carrier tries its fallbackUrl or again, and no
-acknowledged event is lost. The event is applied by the ``apply_event`` task.
+An event is answered 2xx only once it is safely in the event stream (one ``XADD`` on
+``DIALER_REDIS_URL``, dialer.eventstream); if Redis cannot take it the answer is 503, so
+the carrier tries its fallbackUrl or again, and no acknowledged event is lost. The
+workers apply the stream in batches (dialer.applier).
 
 Served by gunicorn (``dialer receiver``): a plain WSGI app, no framework needed.
 """
@@ -26,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from dialer import clock, logs, metrics, settings
+from dialer import clock, eventstream, logs, metrics, settings
 from dialer.carrier import events
+from dialer.eventstream import HandoverFailed
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +39,6 @@ MAX_BODY = 64 * 1024  # the carrier's events are a few hundred bytes
 
 Handover = Callable[[dict[str, Any], str], None]
 StartResponse = Callable[..., Any]
-
-
-class HandoverFailed(Exception):
-    """The event could not be put in the broker."""
 
 
 def callback_urls(s: settings.Settings) -> tuple[str, str]:
@@ -59,25 +57,6 @@ def callback_urls(s: settings.Settings) -> tuple[str, str]:
     path = parts.path.rstrip("/") + PATH
     callback = urlunsplit((parts.scheme, netloc, path, "", ""))
     return callback, callback + "/fallback"
-
-
-def celery_handover(payload: dict[str, Any], received_at: str) -> None:
-    from dialer.tasks import apply_event
-
-    try:
-        apply_event.apply_async(
-            (payload, received_at),
-            retry=True,
-            retry_policy={
-                "max_retries": 2,
-                "interval_start": 0,
-                "interval_step": 0.2,
-                "interval_max": 0.5,
-            },
-        )
-    except Exception as exc:  # kombu raises a variety of connection errors
-        # The message names the broker's host and port, never its password.
-        raise HandoverFailed(f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 @dataclass(frozen=True)
@@ -109,7 +88,7 @@ class Receiver:
     def __init__(
         self,
         secret: str,
-        handover: Handover = celery_handover,
+        handover: Handover | None = None,
         metrics_token: str | None = None,
         scrape: Callable[[], tuple[bytes, str]] | None = None,
     ) -> None:
@@ -120,7 +99,9 @@ class Receiver:
                 "DIALER_METRICS_TOKEN must differ from DIALER_CALLBACK_SECRET"
             )
         self._secret = secret.encode()
-        self._handover = handover
+        # Built now, when the app loads, not on the first callback: its connection pool
+        # serves every thread of the process for its whole life.
+        self._handover = handover or eventstream.Handover()
         self._metrics_token = metrics_token.encode() if metrics_token else None
         self._scrape = scrape or metrics.exposition
 
@@ -168,7 +149,7 @@ class Receiver:
             return _Answer(
                 "503 Service Unavailable",
                 {"error": "cannot accept events right now"},
-                "broker-unavailable",
+                "stream-unavailable",
                 [("Retry-After", "1")],
             )
         return _Answer("200 OK", {"status": "accepted"}, "accepted", event_type=event.event_type)
@@ -318,6 +299,8 @@ def serve(host: str, port: int, workers: int = 2, threads: int = 16) -> None:
 
         def load(self) -> Receiver:
             s = settings.get()
-            return Receiver(s.callback_secret or "", metrics_token=s.metrics_token)
+            app = Receiver(s.callback_secret or "", metrics_token=s.metrics_token)
+            metrics.recorder()  # its Redis client too, before the first callback
+            return app
 
     _App().run()

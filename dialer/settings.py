@@ -37,6 +37,16 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+def _count(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must be 0 or more, got {raw!r}")
+    return value
+
+
 def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
     def coerce(name: str, raw: str) -> str:
         parts = urlsplit(raw)
@@ -94,6 +104,7 @@ class Settings:
     account_cps: float = 1.0
     number_cps: float = 1.0
     worker_threads: int = 32
+    event_consumers: int = 2
     log_format: str = "text"
     metrics_token: str | None = field(default=None, repr=False)
 
@@ -121,6 +132,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DIALER_ACCOUNT_CPS": ("account_cps", _positive_float),
     "DIALER_NUMBER_CPS": ("number_cps", _positive_float),
     "DIALER_WORKER_THREADS": ("worker_threads", _positive_int),
+    "DIALER_EVENT_CONSUMERS": ("event_consumers", _count),
     "DIALER_LOG_FORMAT": ("log_format", _choice("text", "json")),
     "DIALER_METRICS_TOKEN": ("metrics_token", _text),
 }

@@ -5,7 +5,9 @@
   one ``dial`` per attempt after that transaction commits.
 - ``dial`` takes its slot in the fleet-wide pace, claims the attempt in the database,
   creates the call, and records what the carrier said.
-- ``apply_event`` applies one callback event through the state machine.
+- callback events are applied in batches by the consumer threads of ``dialer.applier``,
+  which every worker runs beside these tasks; ``apply_event`` (one event per task) is
+  kept for messages an older receiver left in the broker.
 - ``sweep`` (every ten seconds) re-finds what a crash, a lost message or an ambiguous
   request left behind: expired leases, queued work nobody ran, ambiguous creates,
   events that arrived before their call id was stored.
@@ -25,7 +27,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
-from dialer import attempts, clock, db, logs, metrics, pacing, rules, settings, tally
+from dialer import applier, attempts, clock, db, logs, metrics, pacing, rules, settings, tally
 from dialer.carrier import events
 from dialer.carrier.catapult import (
     Action,
@@ -345,9 +347,15 @@ def _record_error(order: attempts.SendOrder, exc: CarrierError) -> None:
 
 # ------------------------------------------------------------------------ callbacks
 
+# Callbacks arrive on the event stream and are applied in batches by consumer threads
+# that every worker runs beside its task pool (dialer.applier), not by a task per event.
+applier.install(app)
+
 
 @app.task(name="dialer.apply_event", **_retry_db)
 def apply_event(payload: dict[str, Any], received_at: str) -> str:
+    """One event as a task: how receivers before the event stream handed events over.
+    Kept for the messages such a receiver left in the broker at an upgrade."""
     try:
         event = events.parse(payload)
     except events.BadEvent as exc:  # the receiver validated it; never loop on a bad one

@@ -408,3 +408,127 @@ def test_normal_clearing_without_answer_waits_for_the_carriers_record(session: S
     assert attempts.settle(session, attempt.id, T0)
     assert rows(session, attempt)[1] == "no-answer"
     assert rows(session, attempt)[7] == ContactStatus.PENDING
+
+
+# ------------------------------------------------------------- events in batches
+
+
+def campaign_rows(session: Session, campaign_id: int) -> tuple:
+    """Every row a campaign's events can touch, with ids as positions (two runs in
+    rolled-back savepoints get different ids from the sequences)."""
+    session.flush()
+    session.expire_all()
+    attempts_ = session.scalars(
+        select(Attempt).where(Attempt.campaign_id == campaign_id).order_by(Attempt.id)
+    ).all()
+    position = {a.id: i for i, a in enumerate(attempts_)}
+    contacts = session.scalars(
+        select(Contact).where(Contact.campaign_id == campaign_id).order_by(Contact.id)
+    ).all()
+    calls = {a.call_id for a in attempts_} | {"c-nobody"}
+    stored = session.scalars(
+        select(CallEventRow)
+        .where(
+            CallEventRow.call_id.in_([c for c in calls if c])
+            | CallEventRow.attempt_id.in_(list(position))
+        )
+        .order_by(CallEventRow.id)
+    ).all()
+    return (
+        [
+            (
+                a.status, a.result, a.cause, a.call_id, a.created_at, a.answered_at,
+                a.timed_out_at, a.ended_at, a.hangup_cause, a.lease_until,
+            )
+            for a in attempts_
+        ],
+        [
+            (c.status, c.due_at, c.ready_at, c.attempts, c.reason, position.get(c.last_attempt_id))
+            for c in contacts
+        ],
+        [
+            (position.get(e.attempt_id), e.call_id, e.event_type, e.disposition, e.received_at,
+             e.applied_at, {k: v for k, v in e.payload.items() if k != "tag"},
+             "tag" in e.payload)  # the tag names the attempt by its id
+            for e in stored
+        ],
+    )  # fmt: skip
+
+
+def calls_for_batches(session: Session, outcomes: list[str]) -> tuple[int, list[tuple]]:
+    """One sent attempt per outcome: even ones with their call id recorded, odd ones
+    still waiting for the create response (their events carry the tag). Returns the
+    campaign and each call's events as (kind, call id, cause, attempt id, time)."""
+    campaign = make_campaign(session, n=len(outcomes), max_attempts=2, retry_delay=60)
+    calls = []
+    for i, outcome in enumerate(outcomes):
+        call_id = f"c-{i}"
+        attempt = sent_attempt(session, campaign, call_id if i % 2 == 0 else None)
+        for j, (kind, cause) in enumerate(CLEAN[outcome]):
+            calls.append((kind, call_id, cause, attempt.id, T0 + timedelta(seconds=10 * i + j)))
+        calls.append(("speak", call_id, None, attempt.id, T0))  # stored, never applied
+    calls.append(("hangup", "c-nobody", "USER_BUSY", None, T0))  # an orphan
+    return campaign.id, calls
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.data(),
+    outcomes=st.lists(st.sampled_from(sorted(CLEAN)), min_size=1, max_size=4),
+)
+def test_events_in_batches_end_in_the_rows_one_by_one_gives(
+    session: Session, data, outcomes
+) -> None:
+    nested = session.begin_nested()
+    _, calls = calls_for_batches(session, outcomes)
+    nested.rollback()
+    # Every event at least once, some repeated, in any order; tags on some of them only
+    # (an untagged event of a call whose id is not recorded yet is an orphan, unless an
+    # earlier event of the same batch adopted the call).
+    picks = data.draw(st.lists(st.integers(0, len(calls) - 1), max_size=len(calls)))
+    order = data.draw(st.permutations(list(range(len(calls))) + picks))
+    tagged = data.draw(st.lists(st.booleans(), min_size=len(order), max_size=len(order)))
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(order)), max_size=6))))
+    now = T0 + timedelta(minutes=1)
+
+    def run(batched: bool) -> tuple:
+        nested = session.begin_nested()
+        campaign_id, calls = calls_for_batches(session, outcomes)
+        evs = []
+        for i, tag in zip(order, tagged, strict=True):
+            kind, call_id, cause, attempt_id, at = calls[i]
+            evs.append(event(kind, call_id, cause, attempt_id if tag else None, at))
+        if batched:
+            for a, b in zip([0, *cuts], [*cuts, len(evs)], strict=True):
+                chunk = evs[a:b]
+                got = attempts.apply_events(session, chunk, [now] * len(chunk), now)
+                assert len(got) == len(chunk)
+        else:
+            for ev in evs:
+                attempts.apply_event(session, ev, now, now)
+        rows_ = campaign_rows(session, campaign_id)
+        nested.rollback()
+        return rows_
+
+    assert run(batched=True) == run(batched=False)
+
+
+def test_a_batch_returns_each_events_disposition(session: Session) -> None:
+    campaign = make_campaign(session, n=2)
+    first = sent_attempt(session, campaign, "c-1")
+    waiting = sent_attempt(session, campaign, None)
+    batch = [
+        event("answer", "c-1"),
+        event("answer", "c-1"),
+        event("speak", "c-1"),
+        event("hangup", "c-2", "USER_BUSY"),  # not known yet: orphan
+        event("answer", "c-2", attempt_id=waiting.id),  # the tag adopts c-2
+        event("hangup", "c-2", "NORMAL_CLEARING"),  # now found by its call id
+        event("hangup", "c-3", "USER_BUSY", attempt_id=first.id),  # first has c-1
+    ]
+    got = attempts.apply_events(session, batch, [T0] * len(batch), T0)
+    assert got == ["applied", "repeat", "ignored", "orphan", "applied", "applied", "ignored"]
+    assert rows(session, waiting)[:4] == ("ended", "answered", "NORMAL_CLEARING", "c-2")
+    assert attempts.apply_events(session, [], [], T0) == []

@@ -127,7 +127,7 @@ def test_receiver_and_gunicorn_log_json_without_secrets(tmp_path: Path) -> None:
         "DIALER_LOG_FORMAT": "json",
         "DIALER_CALLBACK_SECRET": SECRET,
         "DIALER_METRICS_TOKEN": TOKEN,
-        "DIALER_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",  # down: the 503 path logs
+        "DIALER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # down: the 503 path logs
     }
     with log_path.open("wb") as out:
         proc = subprocess.Popen(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
+import json
 import os
 import subprocess
 import sys
@@ -395,24 +397,70 @@ def _delta(before: dict, after: dict, family: str, **labels: str) -> float:
     return pick(after) - pick(before)
 
 
-def test_callbacks_and_scrapes_work_with_metrics_redis_down(redis_server: RedisServer) -> None:
+def test_with_redis_down_callbacks_get_503_and_scrapes_still_answer(
+    redis_server: RedisServer, test_settings
+) -> None:
+    # The event stream and the counters share DIALER_REDIS_URL: with it down an event
+    # has nowhere to go (503: the carrier retries), and a scrape says what it lacks.
     proc, base = start_receiver(
         {
             "DIALER_METRICS_TOKEN": METRICS_TOKEN,
             "DIALER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens
-            "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/9",
+            "DIALER_DATABASE_URL": test_settings.database_url,
         }
     )
     try:
+        started = time.monotonic()
         resp = requests.post(
             base + PATH, json=EVENT, headers=basic("dialer", CALLBACK_SECRET), timeout=10
         )
-        assert resp.status_code == 200, "the event is in the broker; metrics are best effort"
-        sources = {s.labels["source"]: s.value for s in scrape(base)["dialer_metrics_source_up"]}
-        assert sources["redis"] == 0
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+        assert time.monotonic() - started < 5, "a prompt 503, not redis-py's long retries"
+        families = scrape(base)
+        sources = {s.labels["source"]: s.value for s in families["dialer_metrics_source_up"]}
+        assert sources == {"redis": 0, "database": 1}
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_callback_is_accepted_with_metrics_redis_down() -> None:
+    """Counting never fails a callback: the receiver app, its stream working, its
+    counters' Redis not."""
+    from dialer import eventstream
+    from dialer.receiver import Receiver
+
+    local = eventstream.LocalStream()
+    app = Receiver(CALLBACK_SECRET, handover=eventstream.Handover(local))
+    rec = metrics.Recorder(factory(f"redis://127.0.0.1:{free_port()}/0"), interval=0.05)
+    metrics.reset(rec)
+    try:
+        body = json.dumps(EVENT).encode()
+        environ = {
+            "PATH_INFO": PATH,
+            "REQUEST_METHOD": "POST",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": basic("dialer", CALLBACK_SECRET)["Authorization"],
+            "wsgi.input": io.BytesIO(body),
+        }
+        answered: list[str] = []
+        app(environ, lambda status, headers: answered.append(status))
+        assert answered == ["200 OK"] and local.backlog() == 1
+        received = (metrics.CALLBACKS_RECEIVED, (("event", "hangup"),))
+        assert rec.pending().get(received) == 1, "kept for when Redis is back"
+    finally:
+        metrics.reset(None)
+
+
+def test_the_event_backlog_is_the_streams_length(receiver) -> None:
+    from dialer import eventstream
+
+    base, url = receiver
+    r = redis.Redis.from_url(url)
+    for _ in range(3):
+        requests.post(base + PATH, json=EVENT, headers=basic("dialer", CALLBACK_SECRET), timeout=5)
+    [sample] = scrape(base)[metrics.EVENT_BACKLOG]
+    assert sample.value == r.xlen(eventstream.STREAM) >= 3
 
 
 def test_metrics_token_must_not_be_the_callback_secret() -> None:

@@ -1,22 +1,24 @@
 """The callback receiver as it runs in production: ``dialer receiver`` (gunicorn).
 
-Each refused request must change nothing: no message reaches the broker and no row is
-written. An accepted event is in the broker before the 200 goes out.
+Each refused request must change nothing: no entry reaches the event stream and no row
+is written. An accepted event is in the stream before the 200 goes out.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 import requests
 
-from dialer import settings
+from dialer import eventstream, settings
 from dialer.fleet import RedisServer, free_port, wait_for_port
 from dialer.receiver import PATH, callback_urls
 
@@ -30,9 +32,9 @@ EVENT = {
 }
 
 
-def start_receiver(broker_url: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_receiver(redis_url: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "DIALER_BROKER_URL": broker_url, "DIALER_CALLBACK_SECRET": SECRET}
+    env = {**os.environ, "DIALER_REDIS_URL": redis_url, "DIALER_CALLBACK_SECRET": SECRET}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -54,15 +56,16 @@ def start_receiver(broker_url: str) -> tuple[subprocess.Popen[bytes], str]:
 
 @pytest.fixture(scope="module")
 def receiver(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis]]:
-    broker = f"redis://127.0.0.1:{redis_server.port}/2"
-    proc, url = start_receiver(broker)
-    yield url, redis.Redis.from_url(broker)
+    url_ = f"redis://127.0.0.1:{redis_server.port}/2"
+    redis.Redis.from_url(url_).delete(eventstream.STREAM)
+    proc, url = start_receiver(url_)
+    yield url, redis.Redis.from_url(url_)
     proc.terminate()
     proc.wait(10)
 
 
 def queued(r: redis.Redis) -> int:
-    return int(r.llen("dialer.events"))
+    return int(r.xlen(eventstream.STREAM))
 
 
 def basic(password: str, user: str = "dialer") -> dict[str, str]:
@@ -70,12 +73,17 @@ def basic(password: str, user: str = "dialer") -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def test_valid_event_is_handed_to_the_broker(receiver) -> None:
+def test_valid_event_is_put_in_the_stream_before_the_answer(receiver) -> None:
     url, r = receiver
     before = queued(r)
+    sent = datetime.now(UTC)
     resp = requests.post(url + PATH, json=EVENT, headers=basic(SECRET), timeout=5)
     assert resp.status_code == 200, resp.text
     assert queued(r) == before + 1
+    [(_, fields)] = r.xrevrange(eventstream.STREAM, count=1)
+    assert json.loads(fields[b"p"]) == EVENT, "the event as the carrier sent it"
+    received = datetime.fromisoformat(fields[b"r"].decode())
+    assert sent - timedelta(seconds=1) <= received <= datetime.now(UTC)
 
 
 def test_fallback_path_and_path_token_are_accepted(receiver) -> None:
@@ -187,7 +195,7 @@ def test_wrong_method_and_path(receiver) -> None:
     assert requests.get(url + "/healthz", timeout=5).status_code == 200
 
 
-def test_broker_down_means_503_not_a_lost_event() -> None:
+def test_redis_down_means_503_not_a_lost_event() -> None:
     proc, url = start_receiver(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
     try:
         resp = requests.post(url + PATH, json=EVENT, headers=basic(SECRET), timeout=30)

@@ -33,6 +33,7 @@ def test_plain_postgresql_url_uses_psycopg3() -> None:
         ("DIALER_BROKER_URL", "amqp://x", "redis"),
         ("CATAPULT_API_URL", "api.example.com", "http"),
         ("DIALER_WORKER_THREADS", "1.5", "whole number"),
+        ("DIALER_EVENT_CONSUMERS", "-1", "0 or more"),
         ("DIALER_LOG_FORMAT", "xml", "text, json"),
     ],
 )
