@@ -204,6 +204,7 @@ def dial_batch(attempt_ids: list[int]) -> None:
     for attempt_id, not_before in claimed.later:
         publish_dial(attempt_id, (not_before - now).total_seconds())
     created: list[tuple[attempts.SendOrder, str]] = []
+    shares: dict[int, float | None] = {}
     try:
         for i, order in enumerate(claimed.orders):
             with logs.bound(
@@ -211,7 +212,7 @@ def dial_batch(attempt_ids: list[int]) -> None:
             ):
                 # The slot is taken right before the request, so nothing slow stands
                 # between slot and request: sends stay as evenly spaced as the slots.
-                wait = take_slot(order)
+                wait = take_slot(order, shares)
                 if wait is not None:
                     # Not our turn within MAX_WAIT: give the rest back and come back
                     # near the slot instead of holding a thread asleep.
@@ -249,19 +250,28 @@ def _record_created(created: list[tuple[attempts.SendOrder, str]]) -> None:
             time.sleep(0.05 * 2**tries)
 
 
-def take_slot(order: attempts.SendOrder) -> float | None:
+def take_slot(
+    order: attempts.SendOrder, shares: dict[int, float | None] | None = None
+) -> float | None:
     """Wait for this call's slot in the fleet-wide pace; None when it is time to send,
     else how long to come back after. A slot missed by more than half an interval (at
     least LATE_SLOT: a starved thread) is not used late, where it would bunch calls: a
     new one is taken, twice at most; then the call goes, rather than churn.
+
+    ``shares`` caches the campaigns' shares of the account for one batch (one Redis
+    read per batch, not per call; the tick refreshes them every second).
     """
     s = settings.get()
+    if shares is None:
+        shares = {}
+    if order.campaign_id not in shares:
+        shares[order.campaign_id] = pacer().share(order.campaign_id)
     limits = pacing.limits_for(
         account_cps=s.account_cps,
         number_cps=s.number_cps,
         from_number=order.from_number,
         campaign_id=order.campaign_id,
-        campaign_cps=pacer().share(order.campaign_id) or order.campaign_cps,
+        campaign_cps=shares[order.campaign_id] or order.campaign_cps,
     )
     tolerance = max(LATE_SLOT, 0.5 / min(lim.rate for lim in limits))
     for _ in range(3):
