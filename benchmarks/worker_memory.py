@@ -42,7 +42,7 @@ def broker(bench: Bench) -> dict[str, float]:
     r = redis.Redis.from_url(bench.redis.url)
     return {
         "dial queued": int(r.llen("dialer.dial")),
-        "events queued": int(r.llen("dialer.events")),
+        "events queued": bench.stream_backlog(),  # the event stream, not a Celery queue
         "unacked": int(r.hlen("unacked")),
         "redis MB": int(r.info("memory")["used_memory"]) / 1e6,
     }

@@ -3,8 +3,10 @@
 
 Each consumer thread loops: read up to ``BATCH`` entries (``XREADGROUP … BLOCK``: it
 returns as soon as anything is there, so under load a batch is what arrived while the
-previous one was applied, and at rest an event waits for no timer); apply them in ONE
-transaction through ``attempts.apply_events``; commit; then acknowledge and delete them.
+previous one was applied; a read that found only a few waits ``LINGER`` for more, since
+a transaction's fixed cost dwarfs a few events' work); apply them in ONE transaction
+through ``attempts.apply_events``; commit; then acknowledge and delete them. One thread
+of a process reads at a time while the others apply, so batches gather meanwhile.
 Consumers apply batches side by side, and a call's answer and hangup often fall in two
 of them: a batch skips the contacts another holds (``SKIP LOCKED``) and applies those
 few events right after in a second transaction, which waits for that one batch only.
@@ -44,7 +46,16 @@ from typing import Any
 
 from dialer import attempts, clock, db, metrics, settings
 from dialer.carrier import events
-from dialer.eventstream import BATCH, BLOCK, FORGET_CONSUMER, RECLAIM_IDLE, Entry, Stream, stream
+from dialer.eventstream import (
+    BATCH,
+    BLOCK,
+    FORGET_CONSUMER,
+    LINGER,
+    RECLAIM_IDLE,
+    Entry,
+    Stream,
+    stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +169,7 @@ class Applier:
         block: float = BLOCK,
         reclaim_idle: float = RECLAIM_IDLE,
         reclaim_every: float = RECLAIM_EVERY,
+        linger: float = LINGER,
         name: str | None = None,
     ) -> None:
         self.stream = target or stream("consumer")
@@ -166,6 +178,11 @@ class Applier:
         self.block = block
         self.reclaim_idle = reclaim_idle
         self.reclaim_every = reclaim_every
+        self.linger = linger
+        # One thread of the process reads at a time, while the others apply: the next
+        # batch gathers during this one's transaction instead of being split in small
+        # reads by every idle thread.
+        self._reading = threading.Lock()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -197,6 +214,18 @@ class Applier:
         if left:
             log.warning("consumer threads still applying at shutdown: %s", ", ".join(left))
         self._threads = []
+
+    def _read(self, consumer: str) -> list[Entry]:
+        if not self._reading.acquire(timeout=self.block):
+            return []  # another thread is reading: look at the stop flag, come back
+        try:
+            entries = self.stream.read(consumer, self.batch, self.block)
+            if entries and len(entries) < self.batch // 4 and not self._stop.is_set():
+                time.sleep(self.linger)
+                entries += self.stream.read(consumer, self.batch - len(entries), 0)
+            return entries
+        finally:
+            self._reading.release()
 
     def _run(self, consumer: str, housekeeper: bool) -> None:
         held: list[Entry] = []
@@ -233,7 +262,7 @@ class Applier:
                 if housekeeper and time.monotonic() >= next_forget:
                     next_forget = time.monotonic() + FORGET_EVERY
                     self.stream.forget_idle_consumers(FORGET_CONSUMER)
-                entries = self.stream.read(consumer, self.batch, self.block)
+                entries = self._read(consumer)
                 if failing:
                     log.info("the event stream is reachable again")
                     failing = False

@@ -1,7 +1,9 @@
 """``dialer demo``: a whole campaign on the embedded default, no services needed.
 
 SQLite for the database, Celery's in-memory broker with a worker in this process, the
-carrier simulator and the callback receiver on loopback threads. The code that runs is
+event stream as a queue in this process (dialer.eventstream.LocalStream, read by that
+worker's consumer threads), the carrier simulator and the callback receiver on loopback
+threads. The code that runs is
 the production code: the same tasks, state machine, pacing, carrier client and receiver
 app, with production's Celery settings; only the services under them are embedded, and
 the campaign and account settings are the demo's own (a short retry delay, a fast
@@ -71,13 +73,8 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class _ReceiverServer(WSGIServer):
-    """The receiver app on a fixed pool of threads, as gunicorn's gthread worker runs it.
-
-    Not a thread per request (``socketserver.ThreadingMixIn``): Celery keeps its result
-    backend per thread and builds a new one on a thread's first publish, scanning every
-    installed package's entry points to do so. With a thread per callback that scan ran
-    for every event, and took more than half of the demo's CPU time (16 s of 30 s).
-    """
+    """The receiver app on a fixed pool of threads, as gunicorn's gthread worker runs it
+    (not a thread per request, as ``socketserver.ThreadingMixIn`` would)."""
 
     def __init__(self, threads: int) -> None:
         super().__init__(("127.0.0.1", 0), _QuietHandler)

@@ -300,7 +300,7 @@ def serve(host: str, port: int, workers: int = 2, threads: int = 16) -> None:
         def load(self) -> Receiver:
             s = settings.get()
             app = Receiver(s.callback_secret or "", metrics_token=s.metrics_token)
-            metrics.recorder()  # its Redis client too, before the first callback
+            metrics.recorder().client()  # built (redis imported) before the first callback
             return app
 
     _App().run()
