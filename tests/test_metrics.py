@@ -8,7 +8,6 @@ another test's (or another process's) and can be compared exactly.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import json
 import os
@@ -25,8 +24,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from dialer import api, clock, db, metrics, pacing, settings, tasks
-from dialer.carrier.simulator import SimConfig, Simulator
+from dialer import api, clock, db, metrics, settings, tasks
+from dialer.carrier.simulator import Simulator
 from dialer.fleet import RedisServer, free_port, wait_for_port, wait_until
 from dialer.models import Attempt, Campaign, CampaignState
 from dialer.receiver import PATH
@@ -152,20 +151,6 @@ def _expose(collector: metrics.FleetCollector) -> str:
 
 
 # ----------------------------------------------------------- hooks in the tasks
-
-
-@pytest.fixture
-def sim(test_settings: settings.Settings, clean_db: None) -> Iterator[Simulator]:
-    simulator = Simulator(SimConfig(answer_delay=0.01, talk_time=0.01))
-    url = simulator.start()
-    settings.override(dataclasses.replace(test_settings, catapult_api_url=url))
-    tasks.reset_clients()
-    redis.Redis.from_url(test_settings.redis_url).delete(pacing.HOLD_KEY)
-    yield simulator
-    simulator.stop()
-    settings.override(test_settings)
-    tasks.reset_clients()
-    clock.set_source(None)
 
 
 def campaign_with(numbers: list[str]) -> int:
