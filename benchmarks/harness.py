@@ -124,8 +124,9 @@ class Bench:
         self._stack.callback(self.fleet.close)
         self.engine = create_engine(self.db_url, pool_size=2)
         self._stack.callback(self.engine.dispose)
-        if not self.template:
-            self.fleet.cli("db", "upgrade")
+        # A clone carries the template's schema, which may predate the code's: migrate
+        # it too (a no-op when it is current).
+        self.fleet.cli("db", "upgrade")
         return self
 
     def __exit__(self, *exc: object) -> None:
