@@ -145,7 +145,7 @@ def main() -> int:
         default=400,
         help="account and number rate (default 400, the throughput target): unpaced, the "
         "tick releases 2,000 a second whatever the workers send, and pausing a campaign "
-        "with more than 65,535 attempts queued fails (see notes/profile.md)",
+        "with more than 65,535 attempts queued fails (see benchmarks/PROFILE.md)",
     )
     args = p.parse_args()
     load_at_start = load_average()

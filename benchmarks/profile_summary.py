@@ -1,6 +1,6 @@
 """Rank where a py-spy profile's CPU went: by own time, by inclusive time, by library.
 
-    python benchmarks/profile_summary.py notes/profiles/worker.txt --rate 200 --calls 5000
+    python benchmarks/profile_summary.py /tmp/profiles/worker.txt --rate 200 --calls 5000
 
 Reads py-spy's ``--format raw`` output (collapsed stacks, one ``frame;frame;... count``
 per line), recorded with ``--gil`` so each sample is a moment some thread held the GIL,

@@ -1,7 +1,7 @@
 """Sustained call creation on an unpaced campaign, and CPU per call.
 
     python benchmarks/throughput.py --calls 20000 --workers 2
-    python benchmarks/throughput.py --calls 20000 --workers 2 --profile notes/profiles
+    python benchmarks/throughput.py --calls 20000 --workers 2 --profile /tmp/profiles
 
 Real processes on loopback: the simulator (every call answered, answer and hangup
 callbacks ~0.1 s after the create), the receiver (gunicorn, 2 processes), ``--workers``
@@ -19,7 +19,7 @@ After a warm-up (``--warmup`` seconds from the first create) it measures over a 
   in it;
 - the simulator's own CPU share and the latency of a probe request to it, the delay
   from each event's carrier time to its receipt, and from receipt to being applied:
-  whether the simulator kept up is read from these (see notes/profile.md).
+  whether the simulator kept up is read from these (see benchmarks/PROFILE.md).
 
 ``--profile DIR`` also records py-spy (``pip install py-spy``) on one worker and on the
 receiver during the window, as collapsed stacks plus a ranked summary

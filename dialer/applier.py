@@ -28,7 +28,7 @@ When a batch fails:
   10 s) and applies the same entries again, reading nothing new meanwhile.
 
 Threads, not tasks: the consumers run beside the Celery thread pool, so a backlog of
-dials never delays an event (notes/profile.md, F4), and no Celery message is sent,
+dials never delays an event (benchmarks/PROFILE.md, F4), and no Celery message is sent,
 received, traced or acked per event. They start with the worker (a bootstep, or each
 child's ``worker_process_init`` under a prefork pool) and stop at its shutdown after
 the batch in hand is committed and acknowledged.

@@ -4,7 +4,7 @@ A Redis Stream (``XADD``) on ``DIALER_REDIS_URL``, read by the workers' consumer
 as one consumer group (``XREADGROUP``), in batches (dialer.applier). Why a stream and not
 a Celery task per event: a task costs the receiver ~290 µs of GIL to publish and a worker
 ~1.5 ms to receive, decode, trace and ack, and events applied one per task cost ~8 SQL
-statements each (notes/profile.md); a stream entry is one ``XADD``, and a worker takes up
+statements each (benchmarks/PROFILE.md); a stream entry is one ``XADD``, and a worker takes up
 to ``BATCH`` entries in one read and applies them in one transaction.
 
 What the stream guarantees, and how:
