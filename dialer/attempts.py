@@ -27,10 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, false, func, insert, literal, select, update
+from sqlalchemy import Integer, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from dialer import db, metrics, rules
+from dialer import campaign_status, db, metrics, rules
+from dialer.campaign_status import WindowWait
 from dialer.carrier.events import STATUS_EVENTS, CallEvent
 from dialer.models import (
     LIVE_ATTEMPT,
@@ -1213,45 +1214,17 @@ def defer_closed(session: Session, campaign: Campaign, now: datetime) -> int:
     return moved
 
 
-@dataclass(frozen=True)
-class WindowWait:
-    waiting: int  # pending contacts whose calling window is shut now
-    next_opening: datetime | None  # the soonest of their windows to open
-    never: int  # of those, contacts whose window never holds in all their zones
-
-
 def window_wait(session: Session, campaign: Campaign, now: datetime) -> WindowWait:
-    """For the operator: who waits for a calling window, and when the next one opens."""
-    hours = rules.campaign_hours(campaign)
-    if hours is None:
-        return WindowWait(0, None, 0)
-    shut = {
-        key: rules.when_due(campaign, key, now)
-        for key in campaign.zone_keys or [None]
-        if not rules.is_open(hours, rules.contact_zones(campaign, key), now)
-    }
-    if not shut:
-        return WindowWait(0, None, 0)
-    keys = [k for k in shut if k is not None]
-    counts = session.execute(
-        select(Contact.zones, func.count())
-        .where(
-            Contact.campaign_id == campaign.id,
-            Contact.status == ContactStatus.PENDING,
-            Contact.zones.in_(keys) | (Contact.zones.is_(None) if None in shut else false()),
-        )
-        .group_by(Contact.zones)
-    ).all()
-    waiting = never = 0
-    opening: datetime | None = None
-    for key, n in counts:
-        due = shut[key]
-        waiting += n
-        if due.never:
-            never += n
-        elif opening is None or due.due_at < opening:
-            opening = due.due_at
-    return WindowWait(waiting, opening, never)
+    """Who waits for a calling window, counting the pending rows themselves (``status``
+    reads the same counts from the tally; the rule arithmetic is shared)."""
+    pending = dict(
+        session.execute(
+            select(Contact.zones, func.count())
+            .where(Contact.campaign_id == campaign.id, Contact.status == ContactStatus.PENDING)
+            .group_by(Contact.zones)
+        ).all()
+    )
+    return campaign_status.window_wait(campaign, pending, now)
 
 
 # -------------------------------------------------------------- changing the rules
