@@ -1405,25 +1405,16 @@ def _withdraw_all_queued(
     queued = select(Attempt.contact_id).where(
         Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.QUEUED
     )
-    values = (
-        {"status": ContactStatus.CANCELLED, "due_at": None, "reason": "campaign cancelled"}
-        if cancelled
-        else {"status": ContactStatus.PENDING, "due_at": now}
-    )
     session.execute(
         update(Contact)
         .where(Contact.id.in_(queued), Contact.status == ContactStatus.DIALING)
-        .values(**values)
+        .values(**_released(now, cancelled))
         .execution_options(synchronize_session=False)
     )
     withdrawn = session.execute(
         update(Attempt)
         .where(Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.QUEUED)
-        .values(
-            status=AttemptStatus.WITHDRAWN,
-            ended_at=now,
-            error="campaign cancelled" if cancelled else "campaign paused",
-        )
+        .values(**_withdrawn(now, cancelled))
         .execution_options(synchronize_session=False)
     ).rowcount
     _count_finished(session, AttemptStatus.WITHDRAWN, None, withdrawn)
@@ -1439,11 +1430,7 @@ def _withdraw_queued(
         session.execute(
             update(Attempt)
             .where(Attempt.id.in_(attempt_ids), Attempt.status == AttemptStatus.QUEUED)
-            .values(
-                status=AttemptStatus.WITHDRAWN,
-                ended_at=now,
-                error="campaign cancelled" if cancelled else "campaign paused",
-            )
+            .values(**_withdrawn(now, cancelled))
             .returning(Attempt.contact_id)
             .execution_options(synchronize_session=False)
         )
@@ -1453,14 +1440,25 @@ def _withdraw_queued(
     if not withdrawn:
         return
     _count_finished(session, AttemptStatus.WITHDRAWN, None, len(withdrawn))
-    values = (
-        {"status": ContactStatus.CANCELLED, "due_at": None, "reason": "campaign cancelled"}
-        if cancelled
-        else {"status": ContactStatus.PENDING, "due_at": now}
-    )
     session.execute(
         update(Contact)
         .where(Contact.id.in_(withdrawn), Contact.status == ContactStatus.DIALING)
-        .values(**values)
+        .values(**_released(now, cancelled))
         .execution_options(synchronize_session=False)
     )
+
+
+def _withdrawn(now: datetime, cancelled: bool) -> dict[str, object]:
+    """An unsent attempt of a paused or cancelled campaign."""
+    return {
+        "status": AttemptStatus.WITHDRAWN,
+        "ended_at": now,
+        "error": "campaign cancelled" if cancelled else "campaign paused",
+    }
+
+
+def _released(now: datetime, cancelled: bool) -> dict[str, object]:
+    """Its contact: cancelled with the campaign, or pending again, due at once."""
+    if cancelled:
+        return {"status": ContactStatus.CANCELLED, "due_at": None, "reason": "campaign cancelled"}
+    return {"status": ContactStatus.PENDING, "due_at": now}
