@@ -550,6 +550,9 @@ def test_duplicate_callbacks_arrive_twice(make_sim: Callable, receiver: Receiver
     call_id = created_id(create(sim, callbackUrl=receiver.url()))
     wait_until(lambda: len(receiver.accepted(call_id)) == 4, what="4 callbacks")
     assert receiver.names(call_id) == ["answer", "answer", "hangup", "hangup"]
+    # The simulator records a callback once its POST has returned: just after the
+    # receiver has it.
+    wait_until(lambda: len(sim.calls()[0]["events"]) == 4, what="the simulator's record")
     assert sim.calls()[0]["events"] == ["answer", "answer", "hangup", "hangup"]
 
 
