@@ -293,8 +293,7 @@ def send(order: attempts.SendOrder, *, record: bool = True) -> str | None:
     """Create the call for a claimed attempt; return its id, recorded unless
     ``record`` is False (the caller records a batch at once). Refusals and errors are
     recorded here, each in its own transaction; they return None."""
-    s = settings.get()
-    callback, fallback = callback_urls(s)
+    callback, fallback = _callback_urls(settings.get())
     request = CallRequest(
         from_=order.from_number,
         to=order.to,
@@ -320,6 +319,18 @@ def send(order: attempts.SendOrder, *, record: bool = True) -> str | None:
         with db.session_scope() as session:
             attempts.record_created(session, order.attempt_id, call_id, clock.now())
     return call_id
+
+
+_urls: tuple[settings.Settings, tuple[str, str]] | None = None
+
+
+def _callback_urls(s: settings.Settings) -> tuple[str, str]:
+    """callback_urls of the process's settings, built once per settings object."""
+    global _urls
+    urls = _urls
+    if urls is None or urls[0] is not s:
+        urls = _urls = (s, callback_urls(s))
+    return urls[1]
 
 
 def _record_error(order: attempts.SendOrder, exc: CarrierError) -> None:

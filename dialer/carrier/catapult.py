@@ -17,6 +17,7 @@ import base64
 import email.utils
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -465,6 +466,16 @@ class CatapultClient:
         self._session = requests.Session()
         self._session.auth = (token, secret)
         self._session.headers.update({"Accept": "application/json"})
+        # What requests reads from the environment on every request (proxies, a CA
+        # bundle), read once here: scanning os.environ per request cost ~0.25 ms of a
+        # create (benchmarks/PROFILE.md). Every URL this client requests is on the base
+        # URL's origin, so its proxy settings are the ones that apply. Still honours
+        # HTTPS_PROXY/NO_PROXY and REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE, as set at start.
+        self._session.trust_env = False
+        self._session.proxies = requests.utils.get_environ_proxies(self._base)
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            self._session.verify = bundle
         # No retries inside urllib3: whether a request may be repeated is the caller's
         # decision, made from the Action (a blind retry of a sent create dials twice).
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
@@ -509,12 +520,10 @@ class CatapultClient:
         lost after sending is AMBIGUOUS (catapult-v1.md: "the call may exist").
         """
         request.validate()
-        scrub = self._scrub.with_request(request)
-        response = self._send(
-            "POST", self._calls_path, json_body=request.to_json(), creates=True, scrub=scrub
-        )
+        response = self._send("POST", self._calls_path, json_body=request.to_json(), creates=True)
         if not 200 <= response.status_code < 300:
-            raise self._error(response, creates=True, scrub=scrub)
+            # The request's callback URLs carry the receiver's secret: scrubbed too.
+            raise self._error(response, creates=True, scrub=self._scrub.with_request(request))
         call_id = _call_id(response.headers.get("Location"))
         if call_id is None:
             raise CarrierError(
@@ -639,7 +648,6 @@ class CatapultClient:
         json_body: Any = None,
         creates: bool = False,
         absolute: bool = False,
-        scrub: _Scrubber | None = None,
     ) -> requests.Response:
         url = path_or_url if absolute else self._base + path_or_url
         path = urlsplit(url).path
