@@ -115,10 +115,12 @@ def db_stats(bench: Bench) -> dict[str, int]:
     return stats
 
 
-def redis_commands(bench: Bench) -> int:
+def redis_commands(bench: Bench) -> dict[str, int]:
+    """Commands Redis has processed so far, by command."""
     import redis
 
-    return int(redis.Redis.from_url(bench.redis.url).info("stats")["total_commands_processed"])
+    stats = redis.Redis.from_url(bench.redis.url).info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
 def probe(url: str) -> float:
@@ -315,7 +317,15 @@ def main() -> int:
             for k in stats0
             if stats1.get(k, 0) != stats0[k] or " " not in k
         )
-        + f", redis commands {(redis1 - redis0) / calls:.1f}"
+    )
+    by_command = {k: n - redis0.get(k, 0) for k, n in redis1.items()}
+    print(
+        f"redis commands per call: {sum(by_command.values()) / calls:.1f} ("
+        + ", ".join(
+            f"{k} {n / calls:.2f}"
+            for k, n in sorted(by_command.items(), key=lambda kv: -kv[1])[:10]
+        )
+        + ")"
     )
     print(f"attempts by status at the end: {dict(sorted(counts.items()))}; errors {errors or 0}")
     if args.profile:

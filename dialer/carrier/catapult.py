@@ -483,6 +483,12 @@ class CatapultClient:
         self._session.mount("http://", adapter)
         base_parts = urlsplit(self._base)
         self._origin = (base_parts.scheme.lower(), base_parts.hostname, base_parts.port)
+        # Every create is the same request but for its body: prepared once (URL, auth,
+        # headers), copied per call with the body set. Preparing anew cost a quarter of
+        # requests' time per create (URL parsing, header merging, auth, cookies).
+        self._create = self._session.prepare_request(
+            requests.Request("POST", self._base + self._calls_path, json={})
+        )
 
     @classmethod
     def from_settings(cls, s: Settings) -> CatapultClient:
@@ -520,7 +526,11 @@ class CatapultClient:
         lost after sending is AMBIGUOUS (catapult-v1.md: "the call may exist").
         """
         request.validate()
-        response = self._send("POST", self._calls_path, json_body=request.to_json(), creates=True)
+        body = json.dumps(request.to_json(), allow_nan=False).encode()
+        prepared = self._create.copy()
+        prepared.body = body
+        prepared.headers["Content-Length"] = str(len(body))
+        response = self._send("POST", self._calls_path, prepared=prepared, creates=True)
         if not 200 <= response.status_code < 300:
             # The request's callback URLs carry the receiver's secret: scrubbed too.
             raise self._error(response, creates=True, scrub=self._scrub.with_request(request))
@@ -648,19 +658,31 @@ class CatapultClient:
         json_body: Any = None,
         creates: bool = False,
         absolute: bool = False,
+        prepared: requests.PreparedRequest | None = None,
     ) -> requests.Response:
         url = path_or_url if absolute else self._base + path_or_url
         path = urlsplit(url).path
         started = time.monotonic()
         try:
-            response = self._session.request(
-                method,
-                url,
-                params=params,
-                json=json_body,
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
+            if prepared is not None:
+                response = self._session.send(
+                    prepared,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    proxies=self._session.proxies,
+                    verify=self._session.verify,
+                    stream=False,
+                    cert=None,
+                )
+            else:
+                response = self._session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                )
         except requests.RequestException as exc:
             ms = (time.monotonic() - started) * 1000
             error = self._transport_error(method, path, exc, creates=creates)
