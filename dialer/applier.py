@@ -78,7 +78,8 @@ def _transient(exc: BaseException) -> bool:
 def _parse(entry: Entry) -> tuple[events.CallEvent, datetime]:
     import json
 
-    return events.parse(json.loads(entry.payload)), datetime.fromisoformat(entry.received_at)
+    event = events.parse(json.loads(entry.payload), raw=entry.payload)
+    return event, datetime.fromisoformat(entry.received_at)
 
 
 def apply_entries(entries: list[Entry]) -> tuple[list[str], list[Entry]]:

@@ -27,8 +27,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Integer, TextClause, bindparam, func, insert, literal, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Integer,
+    TextClause,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -860,19 +874,20 @@ def apply_events(
     call_ids = sorted({e.call_id for e in events if e.call_id})
     tagged = sorted({e.attempt_id for e in events if e.attempt_id is not None})
     a_table, c_table = Attempt.__table__, Contact.__table__
+    among = _among if _postgres(session) else _in_list
     found = session.execute(
         select(a_table.c.id, a_table.c.contact_id, a_table.c.call_id).where(
-            a_table.c.call_id.in_(call_ids) | a_table.c.id.in_(tagged)
+            among(a_table.c.call_id, call_ids) | among(a_table.c.id, tagged)
         )
     ).all()
     contacts: dict[int, _Row] = {}
     rows: dict[int, _Row] = {}
     if found:
         contacts = {
-            r.id: _Row(r._asdict())
+            r.id: _Row(dict(zip(_CONTACT_COLUMNS, r, strict=True)))
             for r in session.execute(
                 select(*(c_table.c[name] for name in _CONTACT_COLUMNS))
-                .where(c_table.c.id.in_(sorted({contact_id for _, contact_id, _ in found})))
+                .where(among(c_table.c.id, sorted({contact_id for _, contact_id, _ in found})))
                 .order_by(c_table.c.id)
                 .with_for_update(skip_locked=skip_locked)
             )
@@ -880,10 +895,10 @@ def apply_events(
         mine = sorted({a for a, contact_id, _ in found if contact_id in contacts})
         if mine:
             rows = {
-                r.id: _Row(r._asdict())
+                r.id: _Row(dict(zip(_ATTEMPT_COLUMNS, r, strict=True)))
                 for r in session.execute(
                     select(*(a_table.c[name] for name in _ATTEMPT_COLUMNS))
-                    .where(a_table.c.id.in_(mine))
+                    .where(among(a_table.c.id, mine))
                     .order_by(a_table.c.id)
                     .with_for_update()
                 )
@@ -934,9 +949,43 @@ def apply_events(
         stored.append(_event_row(event, attempt_id, disposition, received_at, applied_at))
     _write_back(session, Attempt, rows.values())
     _write_back(session, Contact, contacts.values())
-    if stored:
-        session.execute(insert(CallEventRow.__table__), stored)
+    _insert_events(session, stored)
     return dispositions
+
+
+def _among(column: ColumnElement[Any], values: Sequence[object]) -> ColumnElement[bool]:
+    """``column = ANY(array)``: one parameter however many values, so the statement's
+    text is the same for every batch (an IN list of N values is a new statement for
+    psycopg to parse each time: 12% of apply_events)."""
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+
+
+def _in_list(column: ColumnElement[Any], values: Sequence[object]) -> ColumnElement[bool]:
+    return column.in_(values)
+
+
+_EVENT_COLUMNS = (
+    "attempt_id", "call_id", "event_type", "event_time", "received_at", "applied_at",
+    "disposition", "payload",
+)  # fmt: skip
+
+
+def _insert_events(session: Session, stored: list[dict[str, object]]) -> None:
+    """The batch's call_event rows: COPY on PostgreSQL (the payload as the JSON text
+    the receiver stored, when known), else a bulk insert."""
+    if not stored:
+        return
+    if not _postgres(session):
+        for row in stored:
+            row.pop("raw", None)
+        session.execute(insert(CallEventRow.__table__), stored)
+        return
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY call_event ({', '.join(_EVENT_COLUMNS)}) FROM STDIN") as copy:
+        for row in stored:
+            raw = row.pop("raw", None)
+            row["payload"] = raw if raw is not None else json.dumps(row["payload"])
+            copy.write_row(tuple(row[c] for c in _EVENT_COLUMNS))
 
 
 # What apply_events reads and may change of a contact and an attempt (what _apply,
@@ -1042,6 +1091,7 @@ def _event_row(
         "applied_at": applied_at,
         "disposition": disposition,
         "payload": event.payload,
+        "raw": event.raw,
     }
 
 
@@ -1176,8 +1226,18 @@ def _campaign(
     if cache is None:
         return session.get(Campaign, campaign_id)
     if campaign_id not in cache:
-        cache[campaign_id] = session.get(Campaign, campaign_id)
+        # What the state machine reads of a campaign, not the whole mapped row.
+        table = Campaign.__table__
+        cache[campaign_id] = session.execute(  # type: ignore[assignment]
+            select(*(table.c[name] for name in _CAMPAIGN_COLUMNS)).where(table.c.id == campaign_id)
+        ).one_or_none()
     return cache[campaign_id]
+
+
+_CAMPAIGN_COLUMNS = (
+    "id", "state", "run", "max_attempts", "retry_delay", "window", "days", "timezone",
+    "call_timeout",
+)  # fmt: skip
 
 
 def _revise(contact: Contact, attempt: Attempt) -> None:

@@ -269,6 +269,29 @@ def test_a_malformed_entry_is_dropped_and_the_rest_applied(stream_url: str) -> N
     assert not applier._threads, "stopped and joined"
 
 
+def test_stored_events_keep_the_body_the_receiver_put_in_the_stream(stream_url: str) -> None:
+    """call_event.payload is the entry's JSON as it came (stored by COPY from its text),
+    with text that needs escaping in COPY's format and outside ASCII."""
+    _, calls = campaign_of_calls(2, "a")
+    sent = payloads(calls)
+    sent[0]["note"] = "tab\there, newline\nthere, back\\slash, \u00e9t\u00e9 \u2603"
+    sent[0]["nested"] = {"list": [1, 2.5, None, True], "empty": {}}
+    stream = eventstream.RedisStream(redis.Redis.from_url(stream_url))
+    for payload in sent:
+        stream.add(json.dumps(payload, ensure_ascii=False), clock.now().isoformat())
+    applier = Applier(stream, consumers=1)
+    applier.start()
+    try:
+        wait_until(lambda: stream.backlog() == 0, 30, what="the stream to be applied")
+    finally:
+        applier.stop()
+    with db.session_scope() as session:
+        kept = session.scalars(
+            select(CallEvent.payload).where(CallEvent.call_id.like("a-%")).order_by(CallEvent.id)
+        ).all()
+    assert kept == sent
+
+
 def test_events_wait_while_the_database_is_unreachable(stream_url: str, test_settings) -> None:
     """A database outage keeps the events in the stream; they are applied once it is back."""
     import dataclasses

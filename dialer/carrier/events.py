@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,10 +34,14 @@ class CallEvent:
     cause: str | None
     attempt_id: int | None  # from the tag, when the tag is one of ours
     payload: dict[str, Any]
+    # The JSON text the payload was decoded from, when the caller kept it (the stream's
+    # entry): stored as it is, instead of encoding the payload again.
+    raw: str | None = field(default=None, compare=False, repr=False)
 
 
-def parse(payload: Any) -> CallEvent:
-    """Validate a decoded callback body; raise BadEvent naming what is wrong."""
+def parse(payload: Any, raw: str | None = None) -> CallEvent:
+    """Validate a decoded callback body (decoded from ``raw``, if given); raise BadEvent
+    naming what is wrong."""
     if not isinstance(payload, dict):
         raise BadEvent("body must be a JSON object")
     event_type = payload.get("eventType")
@@ -60,6 +64,7 @@ def parse(payload: Any) -> CallEvent:
         cause=cause,
         attempt_id=attempt_id_from_tag(payload.get("tag")),
         payload=payload,
+        raw=raw,
     )
 
 
