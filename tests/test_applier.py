@@ -248,6 +248,17 @@ def test_with_redis_down_the_receiver_answers_503_and_loses_nothing(
     assert outcome(a) == outcome(b)
 
 
+def apply_all(stream: eventstream.RedisStream, consumers: int) -> Applier:
+    """Run an Applier in this process until the stream is empty; stop it."""
+    applier = Applier(stream, consumers=consumers)
+    applier.start()
+    try:
+        wait_until(lambda: stream.backlog() == 0, 30, what="the stream to be applied")
+    finally:
+        applier.stop()
+    return applier
+
+
 def test_a_malformed_entry_is_dropped_and_the_rest_applied(stream_url: str) -> None:
     a, calls_a = campaign_of_calls(4, "a")
     b, calls_b = campaign_of_calls(4, "b")
@@ -258,12 +269,7 @@ def test_a_malformed_entry_is_dropped_and_the_rest_applied(stream_url: str) -> N
     for payload in payloads(calls_a):
         stream.add(json.dumps(payload), clock.now().isoformat())
     stream.add(json.dumps(payloads(calls_a)[0]), "not a time")
-    applier = Applier(stream, consumers=2)
-    applier.start()
-    try:
-        wait_until(lambda: stream.backlog() == 0, 30, what="the stream to be applied")
-    finally:
-        applier.stop()
+    applier = apply_all(stream, consumers=2)
     assert outcome(a) == outcome(b)
     assert stored("a") == {"applied": len(payloads(calls_a))}
     assert not applier._threads, "stopped and joined"
@@ -279,12 +285,7 @@ def test_stored_events_keep_the_body_the_receiver_put_in_the_stream(stream_url: 
     stream = eventstream.RedisStream(redis.Redis.from_url(stream_url))
     for payload in sent:
         stream.add(json.dumps(payload, ensure_ascii=False), clock.now().isoformat())
-    applier = Applier(stream, consumers=1)
-    applier.start()
-    try:
-        wait_until(lambda: stream.backlog() == 0, 30, what="the stream to be applied")
-    finally:
-        applier.stop()
+    apply_all(stream, consumers=1)
     with db.session_scope() as session:
         kept = session.scalars(
             select(CallEvent.payload).where(CallEvent.call_id.like("a-%")).order_by(CallEvent.id)
