@@ -44,7 +44,11 @@ log = logging.getLogger(__name__)
 
 HORIZON = 2.0  # seconds of work a tick hands out at the campaign's pace
 MAX_RELEASE = 2000  # attempts queued per campaign, at most (an unpaced one: ~5 s of work)
-DIAL_BATCH = 20  # attempts per dial message, at most
+# Attempts per dial message, at most. Claim, record and the task's own handling are
+# per batch; 50 rather than 20 took the workers from 1.50 to 1.31 ms CPU per call and
+# 670 to 900 calls/s unpaced (throughput.py), and MAX_RELEASE still makes 40 batches
+# for the threads to share. A paced campaign's batches hold at most MAX_WAIT of work.
+DIAL_BATCH = 50
 MAX_WAIT = 1.0  # a dial waits this long for its slot in a thread; longer, it comes back
 MAX_COUNTDOWN = 30.0
 LATE_SLOT = 0.02  # seconds past its slot a send may still go
