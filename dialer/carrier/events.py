@@ -38,6 +38,20 @@ class CallEvent:
 
 def parse(payload: Any) -> CallEvent:
     """Validate a decoded callback body; raise BadEvent naming what is wrong."""
+    event_type, call_id, cause = check(payload)
+    return CallEvent(
+        event_type=event_type,
+        call_id=call_id,
+        time=parse_time(payload.get("time")),
+        cause=cause,
+        attempt_id=attempt_id_from_tag(payload.get("tag")),
+        payload=payload,
+    )
+
+
+def check(payload: Any) -> tuple[str, str | None, str | None]:
+    """What ``parse`` refuses, refused (BadEvent), without building the event: the
+    receiver's test. (event type, call id, cause as stored)."""
     if not isinstance(payload, dict):
         raise BadEvent("body must be a JSON object")
     event_type = payload.get("eventType")
@@ -53,14 +67,7 @@ def parse(payload: Any) -> CallEvent:
         if not isinstance(cause, str) or not _CAUSE.match(cause.strip().upper()):
             raise BadEvent("cause must be a hangup cause name")
         cause = cause.strip().upper()
-    return CallEvent(
-        event_type=event_type,
-        call_id=call_id,
-        time=parse_time(payload.get("time")),
-        cause=cause,
-        attempt_id=attempt_id_from_tag(payload.get("tag")),
-        payload=payload,
-    )
+    return event_type, call_id, cause
 
 
 def parse_time(raw: Any) -> datetime | None:
