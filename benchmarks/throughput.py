@@ -4,7 +4,7 @@
     python benchmarks/throughput.py --calls 20000 --workers 2 --profile /tmp/profiles
 
 Real processes on loopback: the simulator (every call answered, answer and hangup
-callbacks ~0.1 s after the create), the receiver (gunicorn, 2 processes), ``--workers``
+callbacks ~0.1 s after the create), the receiver (uvicorn, 2 processes), ``--workers``
 celery workers (thread pool) and beat, against a fresh PostgreSQL database and a
 private Redis. The account and number rates are set far above what the machine can do,
 and the campaign has no --cps, so nothing paces the calls but the dialer's own cost.

@@ -292,7 +292,7 @@ def reset() -> None:
 
 
 def _after_fork() -> None:
-    # A forked child (a gunicorn worker, a prefork child) must not share its parent's
+    # A forked child (a prefork child) must not share its parent's
     # sockets: it builds its own pool on first use.
     _streams.clear()
 
