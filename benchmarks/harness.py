@@ -2,7 +2,7 @@
 processes, contact files, and readings of the database while a campaign runs.
 
 Every benchmark that starts processes goes through :class:`Bench`, so they all run the
-same commands production runs (``dialer simulator``, ``dialer receiver`` under gunicorn,
+same commands production runs (``dialer simulator``, ``dialer receiver`` under uvicorn,
 ``celery -A dialer worker|beat``) with the same settings, only the scale differing.
 """
 

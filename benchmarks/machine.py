@@ -3,8 +3,8 @@
 The targets of issue 7 are for 2 cores on loopback; a figure means little without the
 machine it came from and how busy that machine was, so each script ends with
 ``print(describe(...))``. CPU time is read from ``/proc/<pid>/stat`` (Linux only: no
-psutil needed), summed over a process and its descendants, so a gunicorn master and
-its workers, or a celery worker and its pool, count as one.
+psutil needed), summed over a process and its descendants, so the receiver's
+supervisor and its server processes, or a celery worker and its pool, count as one.
 """
 
 from __future__ import annotations

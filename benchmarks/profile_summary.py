@@ -27,6 +27,9 @@ BUCKETS = [
     ("requests", "/requests/"),
     ("urllib3", "/urllib3/"),
     ("gunicorn", "/gunicorn/"),
+    ("uvicorn", "/uvicorn/"),
+    ("httptools", "/httptools/"),
+    ("asyncio", "/asyncio/"),
     ("json", "/json/"),
     ("logging", "/logging/"),
     ("http.client", "/http/"),
@@ -71,7 +74,7 @@ def _dialer_entry(frames: list[tuple[str, str]]) -> str:
     for fn, file in reversed(frames):
         if "/dialer/" in "/" + file:
             return f"{fn} ({_short(file)})"
-    return "(no dialer frame: celery/kombu/gunicorn plumbing)"
+    return "(no dialer frame: celery/kombu/uvicorn/asyncio plumbing)"
 
 
 def summarize(path: Path, *, rate: float, calls: float | None = None, top: int = 25) -> str:

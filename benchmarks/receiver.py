@@ -3,7 +3,7 @@
     python benchmarks/receiver.py --rate 2500 --seconds 20
     python benchmarks/receiver.py --rate 0 --seconds 20     # as fast as it goes (closed loop)
 
-The receiver runs as in production (``dialer receiver``: gunicorn, ``--receiver-workers``
+The receiver runs as in production (``dialer receiver``: uvicorn, ``--receiver-workers``
 processes) with ``--workers`` celery workers applying the events, on a fresh database
 holding one campaign whose attempts all have a call on the wire (``created``), so every
 event matches a row. A load generator in its own processes (``--clients`` processes x
@@ -190,7 +190,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--clients", type=int, default=2, help="load generator processes")
     p.add_argument("--connections", type=int, default=32, help="connections per process")
-    p.add_argument("--receiver-workers", type=int, default=2, help="gunicorn processes")
+    p.add_argument("--receiver-workers", type=int, default=2, help="uvicorn processes")
     p.add_argument("--workers", type=int, default=2, help="celery workers applying events")
     p.add_argument("--drain", type=float, default=60.0, help="longest wait for the workers")
     p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the receiver into DIR")
@@ -299,7 +299,7 @@ def main() -> int:
         else 0.0
     )
     print(
-        f"receiver: {args.receiver_workers} gunicorn processes, offered "
+        f"receiver: {args.receiver_workers} uvicorn processes, offered "
         f"{'closed loop' if not args.rate else f'{args.rate:g} events/s'} for {args.seconds:g} s "
         f"from {args.clients} x {args.connections} keep-alive connections"
     )

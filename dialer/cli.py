@@ -85,11 +85,17 @@ def _parser() -> argparse.ArgumentParser:
         d.add_argument("--region", default="US")
         d.add_argument("--json", action="store_true")
 
-    rec = sub.add_parser("receiver", help="serve the carrier's callbacks (gunicorn)")
+    rec = sub.add_parser("receiver", help="serve the carrier's callbacks (uvicorn)")
     rec.add_argument("--host", default="0.0.0.0")
     rec.add_argument("--port", type=int, default=8080)
     rec.add_argument("--workers", type=int, default=2)
-    rec.add_argument("--threads", type=int, default=16)
+    # Kept so that command lines written for the gunicorn receiver still start.
+    rec.add_argument(
+        "--threads",
+        type=int,
+        default=16,
+        help="ignored: each process serves its requests concurrently on one event loop",
+    )
 
     sim = sub.add_parser("simulator", help="a local stand-in for the carrier", add_help=False)
     sim.add_argument("args", nargs=argparse.REMAINDER)

@@ -40,7 +40,7 @@ MAX_ATTEMPTS = 2
 RETRY_DELAY = 1  # seconds
 CALL_TIMEOUT = 30
 WORKER_THREADS = 16  # half production's 32: one SQLite connection serves them all
-RECEIVER_THREADS = 16  # what `dialer receiver` gives each gunicorn worker
+RECEIVER_THREADS = 16  # requests served at once (what gunicorn gave each process)
 EXPORT_NAME = "dialer-demo-export.csv"
 DEADLINE = 120  # seconds the campaign may take before the demo gives up
 
@@ -73,8 +73,8 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class _ReceiverServer(WSGIServer):
-    """The receiver app on a fixed pool of threads, as gunicorn's gthread worker runs it
-    (not a thread per request, as ``socketserver.ThreadingMixIn`` would)."""
+    """The receiver's WSGI app on a fixed pool of threads (not a thread per request, as
+    ``socketserver.ThreadingMixIn`` would); production serves the same rules over ASGI."""
 
     def __init__(self, threads: int) -> None:
         super().__init__(("127.0.0.1", 0), _QuietHandler)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import logging
 import os
 import threading
@@ -293,7 +292,7 @@ def reset() -> None:
 
 
 def _after_fork() -> None:
-    # A forked child (a gunicorn worker, a prefork child) must not share its parent's
+    # A forked child (a prefork child) must not share its parent's
     # sockets: it builds its own pool on first use.
     _streams.clear()
 
@@ -302,15 +301,15 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 class Handover:
-    """The receiver's hand-over: one ``XADD`` per accepted event, over the process's pool."""
+    """The receiver's hand-over under WSGI (``dialer demo``): one ``XADD`` per accepted
+    event, over the process's pool. ``payload`` is the event's JSON text, stored as is."""
 
     def __init__(self, target: Stream | None = None) -> None:
         self._stream = target or stream("receiver")
 
-    def __call__(self, payload: dict[str, Any], received_at: str) -> None:
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    def __call__(self, payload: str, received_at: str) -> None:
         try:
-            self._stream.add(body, received_at)
+            self._stream.add(payload, received_at)
         except Exception as exc:  # redis-py raises a variety of connection errors
             # The message names Redis's host and port, never a password.
             raise HandoverFailed(f"{type(exc).__name__}: {str(exc)[:200]}") from None

@@ -14,7 +14,8 @@ the campaign, contact and attempt they are about, and never a secret.
   already keeps them out of messages; this is the backstop for a line that slips.
 
 Installed by the CLI (``configure``), the Celery worker and beat (``install`` on the
-loggers Celery sets up, see dialer.worker) and gunicorn (``GunicornLogger``).
+loggers Celery sets up, see dialer.worker) and the receiver's uvicorn processes
+(``uvicorn_log_config``).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's message again, with terminal colours
 }
 
 
@@ -199,14 +201,28 @@ def configure(fmt: str | None = None, level: int = logging.WARNING) -> None:
     root.setLevel(level)
 
 
-def gunicorn_logger_class() -> type:
-    """gunicorn's logger with the dialer's formatters on its handlers."""
-    from gunicorn import glogging
-
-    class GunicornLogger(glogging.Logger):  # type: ignore[misc]
-        def setup(self, cfg: Any) -> None:
-            super().setup(cfg)
-            install(self.error_log)
-            install(self.access_log)
-
-    return GunicornLogger
+def uvicorn_log_config(level: int = logging.WARNING) -> dict[str, Any]:
+    """``logging.config.dictConfig`` for ``dialer receiver``: uvicorn applies it in its
+    supervisor and in each server process it starts (they are spawned, not forked, so
+    nothing configured before carries over). One stderr handler on the root logger with
+    the dialer's formatter (``DIALER_LOG_FORMAT``, secrets redacted), at ``level``;
+    uvicorn's own lines (``uvicorn.error``: processes started, stopped, died) at INFO,
+    through the same handler; no access log."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"dialer": {"()": "dialer.logs.formatter"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "dialer",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": logging.getLevelName(level)},
+        "loggers": {
+            "uvicorn": {"handlers": [], "level": "INFO", "propagate": True},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }

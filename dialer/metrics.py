@@ -2,7 +2,7 @@
 by the receiver at ``/metrics``.
 
 What happens is spread over many processes on many machines: workers create calls and
-see carrier errors, gunicorn runs several receiver processes. A per-process registry
+see carrier errors, uvicorn runs several receiver processes. A per-process registry
 would make each scrape show one process's share. So:
 
 - **Counters and the lag histogram** are kept per process in a small in-memory buffer

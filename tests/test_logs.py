@@ -119,7 +119,16 @@ def json_lines(text: str) -> list[dict]:
     return parsed
 
 
-def test_receiver_and_gunicorn_log_json_without_secrets(tmp_path: Path) -> None:
+def server_processes(supervisor: int) -> list[int]:
+    """The receiver's server processes: the supervisor's spawned children (not
+    multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return [
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def test_receiver_and_uvicorn_log_json_without_secrets(tmp_path: Path) -> None:
     port = free_port()
     log_path = tmp_path / "receiver.log"
     env = {
@@ -145,17 +154,17 @@ def test_receiver_and_gunicorn_log_json_without_secrets(tmp_path: Path) -> None:
         token = quote(SECRET, safe="")
         assert requests.post(f"{base}{PATH}/t/{token}", json=event, timeout=30).status_code == 503
         requests.get(base + "/metrics", headers={"Authorization": f"Bearer {SECRET}"}, timeout=10)
-        # gunicorn's own logger: its master reports a worker killed under it.
-        [worker] = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        os.kill(int(worker), signal.SIGKILL)
-        wait_until(lambda: b"gunicorn.error" in log_path.read_bytes(), 20, what="gunicorn")
+        # uvicorn's own logger: its supervisor reports a server process killed under it.
+        [worker] = server_processes(proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        wait_until(lambda: b"died" in log_path.read_bytes(), 20, what="uvicorn")
     finally:
         proc.terminate()
         proc.wait(10)
     text = log_path.read_text()
     lines = json_lines(text)
     loggers = {line["logger"] for line in lines}
-    assert {"dialer.receiver", "gunicorn.error"} <= loggers, loggers
+    assert {"dialer.receiver", "uvicorn.error"} <= loggers, loggers
     handover = [line for line in lines if line["logger"] == "dialer.receiver"]
     assert handover and all(line["level"] == "ERROR" for line in handover)
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)

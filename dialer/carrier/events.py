@@ -42,6 +42,21 @@ class CallEvent:
 def parse(payload: Any, raw: str | None = None) -> CallEvent:
     """Validate a decoded callback body (decoded from ``raw``, if given); raise BadEvent
     naming what is wrong."""
+    event_type, call_id, cause = check(payload)
+    return CallEvent(
+        event_type=event_type,
+        call_id=call_id,
+        time=parse_time(payload.get("time")),
+        cause=cause,
+        attempt_id=attempt_id_from_tag(payload.get("tag")),
+        payload=payload,
+        raw=raw,
+    )
+
+
+def check(payload: Any) -> tuple[str, str | None, str | None]:
+    """What ``parse`` refuses, refused (BadEvent), without building the event: the
+    receiver's test. (event type, call id, cause as stored)."""
     if not isinstance(payload, dict):
         raise BadEvent("body must be a JSON object")
     event_type = payload.get("eventType")
@@ -57,15 +72,7 @@ def parse(payload: Any, raw: str | None = None) -> CallEvent:
         if not isinstance(cause, str) or not _CAUSE.match(cause.strip().upper()):
             raise BadEvent("cause must be a hangup cause name")
         cause = cause.strip().upper()
-    return CallEvent(
-        event_type=event_type,
-        call_id=call_id,
-        time=parse_time(payload.get("time")),
-        cause=cause,
-        attempt_id=attempt_id_from_tag(payload.get("tag")),
-        payload=payload,
-        raw=raw,
-    )
+    return event_type, call_id, cause
 
 
 def parse_time(raw: Any) -> datetime | None:

@@ -314,7 +314,7 @@ class _CallbackClient:
         key = (scheme, host, port)
         conn = self._conns.get(key)
         if conn is not None and conn.sock is not None and _dropped(conn.sock):
-            # The server closed it while idle (gunicorn's keep-alive is 5 s): reconnect,
+            # The server closed it while idle (the receiver's keep-alive is 5 s): reconnect,
             # as urllib3 checks a pooled connection before reusing it.
             conn.close()
         if conn is None:

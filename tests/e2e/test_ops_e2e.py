@@ -1,6 +1,6 @@
 """Operating the dialer: metrics and logs of a real fleet, checked against the record.
 
-Simulator, receiver (two gunicorn processes), two workers and beat run a small campaign
+Simulator, receiver (two uvicorn processes), two workers and beat run a small campaign
 with JSON logs. The carrier fails some creates with 503 and refuses a few destinations;
 then it refuses the account. The metrics scraped from the receiver must show exactly
 what the simulator and the database recorded, and every log line must be JSON, carry
