@@ -208,8 +208,9 @@ def has_due_work(session: Session, campaign_id: int, now: datetime) -> bool:
     return bool(session.scalar(select(queued.exists() | due.exists())))
 
 
-def backlog(session: Session, campaign_id: int) -> tuple[int, int]:
-    """(queued attempts not yet sent, live attempts that hold or may hold a call)."""
+def backlog(session: Session, campaign_id: int) -> tuple[int, int, int]:
+    """(queued attempts, claimed ones not yet sent, live attempts that hold or may
+    hold a call: the claimed ones included)."""
     rows = dict(
         session.execute(
             select(Attempt.status, func.count())
@@ -220,7 +221,11 @@ def backlog(session: Session, campaign_id: int) -> tuple[int, int]:
             .group_by(Attempt.status)
         ).all()
     )
-    return rows.get(AttemptStatus.QUEUED, 0), sum(rows.get(s, 0) for s in LIVE_ATTEMPT)
+    return (
+        rows.get(AttemptStatus.QUEUED, 0),
+        rows.get(AttemptStatus.SENDING, 0),
+        sum(rows.get(s, 0) for s in LIVE_ATTEMPT),
+    )
 
 
 # --------------------------------------------------------------------------- sending
@@ -605,8 +610,19 @@ def _record_created_pg(
     )
     if done:
         session.execute(_COUNT_ATTEMPT, {"ids": list(done.values())})
-    for order, call_id in created:
-        if order.attempt_id not in done:
+    rest = [(o, c) for o, c in created if o.attempt_id not in done]
+    if not rest:
+        return
+    # A callback carrying the tag may have adopted the call first (a paced batch's
+    # early calls are answered before the batch ends): nothing left to record.
+    adopted = set(
+        session.execute(
+            text("SELECT id, call_id FROM attempt WHERE id = ANY(:ids)"),
+            {"ids": [o.attempt_id for o, _ in rest]},
+        ).all()
+    )
+    for order, call_id in rest:
+        if (order.attempt_id, call_id) not in adopted:
             record_created(session, order.attempt_id, call_id, now)
 
 
@@ -641,16 +657,19 @@ def _adopt(
     contact.attempts += 1
 
 
-def unclaim(session: Session, attempt_id: int) -> bool:
-    """Give a claim back unsent (its slot in the pace was too far off): queued again."""
-    return (
-        session.execute(
+def unclaim(session: Session, attempt_ids: list[int]) -> list[int]:
+    """Give claims back unsent (their slots in the pace were too far off): queued again.
+    Returns the ids given back (those still sending)."""
+    if not attempt_ids:
+        return []
+    return list(
+        session.scalars(
             update(Attempt)
-            .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.SENDING)
+            .where(Attempt.id.in_(attempt_ids), Attempt.status == AttemptStatus.SENDING)
             .values(status=AttemptStatus.QUEUED, lease_until=None, sends=Attempt.sends - 1)
+            .returning(Attempt.id)
             .execution_options(synchronize_session=False)
-        ).rowcount
-        == 1
+        ).all()
     )
 
 

@@ -52,6 +52,7 @@ DIAL_BATCH = 50
 MAX_WAIT = 1.0  # a dial waits this long for its slot in a thread; longer, it comes back
 MAX_COUNTDOWN = 30.0
 LATE_SLOT = 0.02  # seconds past its slot a send may still go
+RECORD_EVERY = 0.5  # seconds: a batch records the calls it created at least this often
 STALE_QUEUED = timedelta(seconds=30)  # queued this long and nobody ran it: publish again
 RECONCILE_MARGIN = attempts.GRACE
 DEFAULT_CALL_TIMEOUT = attempts.DEFAULT_CALL_TIMEOUT
@@ -159,12 +160,17 @@ def release(campaign_id: int, share: float | None = None, limit: int | None = No
         # Due contacts whose calling window is shut wait (in the table) for it to open.
         attempts.defer_closed(session, campaign, now)
         rate = min(s.account_cps, s.number_cps, share or campaign.cps or float("inf"))
-        queued, live = attempts.backlog(session, campaign_id)
+        queued, claimed, live = attempts.backlog(session, campaign_id)
         # Queued attempts will be live calls soon: they take concurrency room too.
         room = campaign.max_concurrent - live - queued if campaign.max_concurrent else None
         # HORIZON seconds of work, capped before the backlog is counted, so an unpaced
-        # campaign holds at most MAX_RELEASE queued, never the whole campaign.
-        budget = pacing.release_budget(min(rate, MAX_RELEASE / HORIZON), HORIZON, queued, room)
+        # campaign holds at most MAX_RELEASE queued, never the whole campaign. Claimed
+        # attempts waiting in a thread for their slot are work not sent yet too: not
+        # counting them released a paced campaign's work faster than its pace, and the
+        # threads gave most of it back (each give-back a claim, an update, a message).
+        budget = pacing.release_budget(
+            min(rate, MAX_RELEASE / HORIZON), HORIZON, queued + claimed, room
+        )
         if limit is not None:
             budget = min(budget, limit)
         ids = attempts.release_due(session, campaign, budget, now)
@@ -209,8 +215,15 @@ def dial_batch(attempt_ids: list[int]) -> None:
         publish_dial(attempt_id, (not_before - now).total_seconds())
     created: list[tuple[attempts.SendOrder, str]] = []
     shares: dict[int, float | None] = {}
+    recorded_at = time.monotonic()
     try:
         for i, order in enumerate(claimed.orders):
+            if created and time.monotonic() - recorded_at > RECORD_EVERY:
+                # A paced batch takes up to MAX_WAIT: its calls are recorded as it
+                # goes, not all at the end (their callbacks come first otherwise, and
+                # a worker lost mid-batch would leave more of them to reconcile).
+                _record_created(created)
+                created, recorded_at = [], time.monotonic()
             with logs.bound(
                 attempt=order.attempt_id, campaign=order.campaign_id, contact=order.contact_id
             ):
@@ -231,7 +244,7 @@ def dial_batch(attempt_ids: list[int]) -> None:
 
 def _give_back(attempt_ids: list[int], wait: float) -> None:
     with db.session_scope() as session:
-        back = [aid for aid in attempt_ids if attempts.unclaim(session, aid)]
+        back = attempts.unclaim(session, attempt_ids)
         if back:
             db.after_commit(session, lambda: publish_dials(back, wait))
 

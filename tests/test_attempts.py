@@ -295,6 +295,49 @@ def test_untagged_event_before_create_response_waits_as_orphan(session: Session)
     assert dispositions == ["applied"]
 
 
+def test_recording_a_batch_ends_as_recording_each_alone(session: Session) -> None:
+    """record_created_many (one statement for the ordinary calls) leaves the rows
+    record_created leaves one by one: calls whose claim lease ran out (unknown: the
+    response came late), one of them adopted first by a tagged callback, one whose
+    untagged hangup waits as an orphan."""
+
+    def scenario(batched: bool) -> list[tuple]:
+        nested = session.begin_nested()
+        campaign = make_campaign(session, n=4)
+        sent = [sent_attempt(session, campaign, call_id=None) for _ in range(4)]
+        orders = {o.attempt_id: o for o in _orders(session, sent)}
+        apply(session, event("answer", "c-b", attempt_id=sent[1].id))  # adopted first
+        apply(session, event("hangup", "c-c", "USER_BUSY"))  # orphan until recorded
+        attempts.expire_leases(session, T0 + LEASE + timedelta(seconds=1))  # unknown
+        created = [(orders[a.id], f"c-{k}") for a, k in zip(sent, "abcd", strict=True)]
+        if batched:
+            attempts.record_created_many(session, created, T0)
+        else:
+            for order, call_id in created:
+                attempts.record_created(session, order.attempt_id, call_id, T0)
+        got = [rows(session, a) for a in sent]
+        nested.rollback()
+        return got
+
+    batched = scenario(batched=True)
+    assert batched == scenario(batched=False)
+    assert [(r[0], r[3], r[-2]) for r in batched] == [
+        ("created", "c-a", 1),
+        ("answered", "c-b", 1),
+        ("ended", "c-c", 1),
+        ("created", "c-d", 1),
+    ]
+
+
+def _orders(session: Session, sent: list[Attempt]) -> list[attempts.SendOrder]:
+    """What the claim handed the worker for these (already claimed) attempts."""
+    return [
+        attempts.SendOrder(a.id, a.campaign_id, "+19195550000", "+19195551000", a.tag or "",
+                           None, None, a.contact_id)
+        for a in sent
+    ]  # fmt: skip
+
+
 def test_event_for_unknown_call_changes_no_status(session: Session) -> None:
     campaign = make_campaign(session, n=1)
     attempt = sent_attempt(session, campaign, "c-1")
