@@ -33,6 +33,7 @@ import binascii
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -137,6 +138,26 @@ TOO_LARGE = _Answer("413 Content Too Large", {"error": f"body over {MAX_BODY} by
 BAD_LENGTH = _Answer("400 Bad Request", {"error": "bad Content-Length"}, "bad-length")
 EMPTY = _Answer("400 Bad Request", {"error": "empty body"}, "empty")
 NOT_JSON = _Answer("400 Bad Request", {"error": "body is not valid JSON"}, "not-json")
+UNSTORABLE = _Answer(
+    "400 Bad Request",
+    {"error": "text with a NUL character or a lone UTF-16 surrogate cannot be stored"},
+    "unstorable-text",
+)
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: Any) -> bool:
+    """Whether any key or string holds what jsonb cannot: NUL, or a lone surrogate (only
+    a \\u escape can put either in UTF-8 JSON, so only such bodies are walked)."""
+    if isinstance(value, str):
+        return _UNSTORABLE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(v) for v in value)
+    return False
+
+
 UNAVAILABLE = _Answer(
     "503 Service Unavailable",
     {"error": "cannot accept events right now"},
@@ -272,8 +293,12 @@ class Gate:
             if isinstance(exc, events.BadEvent):
                 return _Answer("400 Bad Request", {"error": str(exc)}, "malformed-event")
             return NOT_JSON
+        if (text is None or "\\u" in text) and _unstorable(payload):
+            # Valid JSON that PostgreSQL's jsonb refuses: accepted, it would fail in the
+            # worker and be dropped there, so it is refused here instead.
+            return UNSTORABLE
         if text is None:
-            text = json.dumps(payload, separators=(",", ":"))
+            text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         return event_type, text
 
     @staticmethod

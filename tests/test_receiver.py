@@ -95,6 +95,17 @@ def test_valid_event_is_put_in_the_stream_before_the_answer(receiver) -> None:
     assert sent - timedelta(seconds=1) <= received <= datetime.now(UTC)
 
 
+def test_escaped_text_that_can_be_stored_is_accepted(receiver) -> None:
+    url, r = receiver
+    before = queued(r)
+    body = b'{"eventType": "answer", "callId": "c-9", "x": "\\u00e9t\\u00e9 \\ud83d\\ude00 \\\\u0000"}'
+    resp = requests.post(url + PATH, data=body, headers=basic(SECRET), timeout=5)
+    assert resp.status_code == 200, resp.text
+    assert queued(r) == before + 1
+    [(_, fields)] = r.xrevrange(eventstream.STREAM, count=1)
+    assert json.loads(fields[b"p"])["x"] == "\u00e9t\u00e9 \U0001f600 \\u0000"
+
+
 def test_fallback_path_and_path_token_are_accepted(receiver) -> None:
     url, r = receiver
     before = queued(r)
@@ -161,6 +172,10 @@ def test_wrong_path_token_is_refused(receiver) -> None:
         (b'{"eventType": "hangup", "callId": "c 1; drop"}', "callId"),
         (b'{"eventType": "hangup", "callId": "c-1", "cause": 12}', "cause"),
         (b"\xff\xfe", "not valid JSON"),
+        # Valid JSON that PostgreSQL's jsonb refuses: NUL, a lone surrogate, in a key too.
+        (b'{"eventType": "hangup", "callId": "c-1", "x": "a\\u0000b"}', "cannot be stored"),
+        (b'{"eventType": "hangup", "callId": "c-1", "x": ["\\ud800"]}', "cannot be stored"),
+        (b'{"eventType": "hangup", "callId": "c-1", "k\\u0000": 1}', "cannot be stored"),
     ],
 )
 def test_malformed_events_get_400_with_a_reason(receiver, body, reason) -> None:
