@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -424,12 +424,10 @@ def _withdraw_for(
 ) -> None:
     """A queued attempt the rules now forbid is never sent and does not count: its
     contact is suppressed (do-not-call) or waits for its window to open again."""
-    locked = _lock(session, attempt_id)
+    locked = _lock_in(session, attempt_id, AttemptStatus.QUEUED)
     if locked is None:
         return
     contact, attempt = locked
-    if attempt.status != AttemptStatus.QUEUED:
-        return
     suppressed = status == ContactStatus.SUPPRESSED
     attempt.status, attempt.ended_at = AttemptStatus.WITHDRAWN, now
     attempt.error = "on the do-not-call list" if suppressed else "outside calling hours"
@@ -471,6 +469,16 @@ def _lock(session: Session, attempt_id: int) -> tuple[Contact, Attempt] | None:
         .execution_options(populate_existing=True)
     ).one()
     return contact, attempt
+
+
+def _lock_in(
+    session: Session, attempt_id: int, *statuses: str
+) -> tuple[Contact, Attempt] | None:
+    """``_lock``, but None unless the attempt is (still) in one of ``statuses``."""
+    locked = _lock(session, attempt_id)
+    if locked is None or locked[1].status not in statuses:
+        return None
+    return locked
 
 
 def _ids(attempt: Attempt) -> dict[str, int]:
@@ -699,12 +707,10 @@ def record_refused(
     session: Session, attempt_id: int, cause: str, reason: str, now: datetime
 ) -> None:
     """The carrier refused this destination for good: the contact fails, no retry."""
-    locked = _lock(session, attempt_id)
+    locked = _lock_in(session, attempt_id, AttemptStatus.SENDING)
     if locked is None:
         return
     contact, attempt = locked
-    if attempt.status != AttemptStatus.SENDING:
-        return
     attempt.status = AttemptStatus.FAILED
     attempt.result, attempt.cause, attempt.error = Result.ERROR, cause, reason
     attempt.ended_at, attempt.lease_until = now, None
@@ -803,12 +809,10 @@ def resolve_unknown(session: Session, attempt_id: int, call_id: str | None, now:
     Found: the call exists, adopt it. Not found after the call's whole ringing time: it
     was never created, so the contact is due again, and the attempt does not count.
     """
-    locked = _lock(session, attempt_id)
+    locked = _lock_in(session, attempt_id, AttemptStatus.UNKNOWN)
     if locked is None:
         return
     contact, attempt = locked
-    if attempt.status != AttemptStatus.UNKNOWN:
-        return
     if call_id is not None:
         _adopt(session, contact, attempt, call_id, now)
         _apply_orphans(session, contact, attempt, now)
@@ -1062,29 +1066,28 @@ def _write_back_sql(table_name: str) -> TextClause:
     )
 
 
-def _write_back(session: Session, model: type[Contact] | type[Attempt], rows: object) -> None:
+def _write_back(
+    session: Session, model: type[Contact] | type[Attempt], rows: Iterable[_Row]
+) -> None:
     """UPDATE the changed rows by primary key: on PostgreSQL in one statement over
     arrays; elsewhere grouped by which columns changed, an executemany each."""
-    changed_rows = [row for row in rows if row.changes()]  # type: ignore[attr-defined]
-    for row in changed_rows:
+    changed = [(row, diff) for row in rows if (diff := row.changes())]
+    for row, _ in changed:
         if (obj := session.identity_map.get(identity_key(model, row.id))) is not None:
             session.expire(obj)  # a mapped copy in this session is stale now
-    if not changed_rows:
+    if not changed:
         return
     table = model.__table__
     if _postgres(session):
         columns = _WRITTEN[table.name]
-        params = {c: [getattr(r, c) for r in changed_rows] for c in ("id", *columns)}
+        params = {c: [getattr(r, c) for r, _ in changed] for c in ("id", *columns)}
         session.execute(_write_back_sql(table.name), params)
         return
     shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
-    for row in changed_rows:
-        changed = row.changes()
-        if changed:
-            key = tuple(sorted(changed))
-            shapes.setdefault(key, []).append(
-                {"_id": row.id, **{f"_{k}": v for k, v in changed.items()}}
-            )
+    for row, diff in changed:
+        shapes.setdefault(tuple(sorted(diff)), []).append(
+            {"_id": row.id, **{f"_{k}": v for k, v in diff.items()}}
+        )
     for columns, params in shapes.items():
         session.execute(
             update(table)
@@ -1189,12 +1192,10 @@ def _unconfirmed(attempt: Attempt) -> bool:
 def settle(session: Session, attempt_id: int, now: datetime) -> bool:
     """End a call whose hangup is known, once the carrier's record has been read (or
     could not be, for long): whatever facts are in by now decide the outcome."""
-    locked = _lock(session, attempt_id)
+    locked = _lock_in(session, attempt_id, AttemptStatus.CREATED, AttemptStatus.ANSWERED)
     if locked is None:
         return False
     contact, attempt = locked
-    if attempt.status not in (AttemptStatus.CREATED, AttemptStatus.ANSWERED):
-        return False
     if attempt.hangup_cause is None and attempt.timed_out_at is None:
         return False
     _finish(session, contact, attempt, now)
