@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +55,22 @@ def fresh_database(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-class RedisServer:
-    """A private redis-server process without persistence."""
+def receiver_command(port: int, workers: int) -> list[str]:
+    """``dialer receiver`` on loopback, as the tests and benchmarks start it."""
+    return [
+        sys.executable, "-m", "dialer.cli", "receiver",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+    ]  # fmt: skip
 
-    def __init__(self, port: int | None = None) -> None:
+
+class RedisServer:
+    """A private redis-server process without persistence; ``options`` are more
+    redis-server options (``--requirepass``, ...)."""
+
+    def __init__(self, port: int | None = None, options: Sequence[str] = ()) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.options = list(options)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -78,6 +88,7 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -153,21 +164,7 @@ class Fleet:
 
     def start_receiver(self, workers: int = 2) -> str:
         port = free_port()
-        self._spawn(
-            "receiver",
-            [
-                sys.executable,
-                "-m",
-                "dialer.cli",
-                "receiver",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-            ],
-        )
+        self._spawn("receiver", receiver_command(port, workers))
         self.receiver_url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _ok(self.receiver_url + "/healthz"), 20, what="the receiver")
         self.env["DIALER_CALLBACK_URL"] = self.receiver_url

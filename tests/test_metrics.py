@@ -26,7 +26,13 @@ from sqlalchemy import func, select
 
 from dialer import api, clock, db, metrics, settings, tasks
 from dialer.carrier.simulator import Simulator
-from dialer.fleet import RedisServer, free_port, wait_for_port, wait_until
+from dialer.fleet import (
+    RedisServer,
+    free_port,
+    receiver_command,
+    wait_for_port,
+    wait_until,
+)
 from dialer.models import Attempt, Campaign, CampaignState
 from dialer.receiver import PATH
 
@@ -234,18 +240,7 @@ def test_a_dial_and_an_event_go_through_with_metrics_redis_down(sim: Simulator) 
 def start_receiver(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dialer.cli",
-            "receiver",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
+        receiver_command(port, 2),
         env={**os.environ, "DIALER_CALLBACK_SECRET": CALLBACK_SECRET, **env},
     )
     wait_for_port(port, 20)

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +27,13 @@ import requests
 from dialer import eventstream, settings
 from dialer.asyncstream import AsyncHandover
 from dialer.eventstream import HandoverFailed
-from dialer.fleet import RedisServer, free_port, wait_for_port, wait_until
+from dialer.fleet import (
+    RedisServer,
+    free_port,
+    receiver_command,
+    wait_for_port,
+    wait_until,
+)
 from dialer.receiver import PATH, callback_urls
 
 SECRET = "s3cret/with:odd chars"
@@ -45,18 +50,7 @@ def start_receiver(redis_url: str, workers: int = 1) -> tuple[subprocess.Popen[b
     port = free_port()
     env = {**os.environ, "DIALER_REDIS_URL": redis_url, "DIALER_CALLBACK_SECRET": SECRET}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dialer.cli",
-            "receiver",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
+        receiver_command(port, workers),
         env=env,
     )
     wait_for_port(port, 20)
@@ -507,26 +501,11 @@ def server_processes(supervisor: int) -> list[int]:
 
 
 def test_async_handover_authenticates_selects_and_keeps_the_password_out(tmp_path: Path) -> None:
-    port = free_port()
     password = "p@ss/word"
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            password,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    server = RedisServer(options=["--requirepass", password])
+    port = server.port
+    server.start()
     try:
-        wait_for_port(port)
         quoted = requests.utils.quote(password, safe="")
         good = AsyncHandover(f"redis://:{quoted}@127.0.0.1:{port}/5")
         wrong = AsyncHandover(f"redis://:nope-{quoted}@127.0.0.1:{port}/5")
@@ -549,8 +528,7 @@ def test_async_handover_authenticates_selects_and_keeps_the_password_out(tmp_pat
         r = redis.Redis(port=port, password=password, db=5)
         assert [f[b"p"] for _, f in r.xrange(eventstream.STREAM)] == [b"{}", b'{"a":1}']
     finally:
-        server.kill()
-        server.wait()
+        server.stop()
 
 
 def test_async_handover_times_out_then_recovers(redis_server: RedisServer) -> None:
