@@ -833,29 +833,8 @@ def apply_event(session: Session, event: CallEvent, received_at: datetime, now: 
     ``ignored``: not a status event. ``orphan``: no attempt matches its call id or tag
     (yet: an event can beat the create response here; ``record_created`` adopts it).
     """
-    attempt_id = None
-    if event.call_id:
-        attempt_id = session.scalar(select(Attempt.id).where(Attempt.call_id == event.call_id))
-    if attempt_id is None and event.attempt_id is not None:
-        attempt_id = event.attempt_id
-    locked = _lock(session, attempt_id) if attempt_id is not None else None
-    if locked is None:
-        _store(session, event, None, "orphan", received_at, None)
-        log.info("event %s for unknown call %s kept as orphan", event.event_type, event.call_id)
-        return "orphan"
-    contact, attempt = locked
-    if event.call_id and attempt.call_id not in (None, event.call_id):
-        _store(session, event, attempt.id, "ignored", received_at, None)
-        log.error(
-            "event for call %s carries the tag of attempt %s, which has call %s",
-            event.call_id,
-            attempt.id,
-            attempt.call_id,
-            extra=_ids(attempt),
-        )
-        return "ignored"
-    disposition = _apply(session, contact, attempt, event, now)
-    _store(session, event, attempt.id, disposition, received_at, now)
+    [disposition] = apply_events(session, [event], [received_at], now)
+    assert disposition is not None  # only skip_locked defers
     return disposition
 
 
@@ -872,8 +851,8 @@ def apply_events(
 ) -> list[str | None]:
     """Apply a batch of callback events in arrival order; return each one's disposition.
 
-    The rows end exactly as ``apply_event`` one by one would leave them (a property test
-    checks it), at a handful of statements per batch instead of ~8 per event: the batch's
+    The rows end exactly as applying the events one at a time (``apply_event``, a batch
+    of one) would leave them (a property test checks it), at a handful of statements per batch instead of ~8 per event: the batch's
     call ids and tag attempt ids are resolved in one query; its contacts, then its
     attempts, are locked in one ordered ``SELECT … FOR UPDATE`` each (id order, and
     contacts before attempts, as everywhere: campaign -> contact -> attempt, so two
@@ -1115,28 +1094,6 @@ def _event_row(
         "payload": event.payload,
         "raw": event.raw,
     }
-
-
-def _store(
-    session: Session,
-    event: CallEvent,
-    attempt_id: int | None,
-    disposition: str,
-    received_at: datetime,
-    applied_at: datetime | None,
-) -> None:
-    session.add(
-        CallEventRow(
-            attempt_id=attempt_id,
-            call_id=event.call_id,
-            event_type=event.event_type,
-            event_time=event.time,
-            received_at=received_at,
-            applied_at=applied_at,
-            disposition=disposition,
-            payload=event.payload,
-        )
-    )
 
 
 def _apply(
