@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 # KEYS: the limit keys, then the hold key. ARGV: max wait (s), then each key's interval (s).
-# Returns {reserved (0|1), wait seconds as a string}.
+# Returns {reserved (0|1), wait seconds as a string, the slot in epoch seconds as a string}.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -33,12 +33,12 @@ for i = 1, n do
   if tat > slot then slot = tat end
 end
 local wait = slot - now
-if wait > tonumber(ARGV[1]) then return {0, tostring(wait)} end
+if wait > tonumber(ARGV[1]) then return {0, tostring(wait), string.format('%.6f', slot)} end
 for i = 1, n do
   local nxt = slot + tonumber(ARGV[i + 1])
   redis.call('SET', KEYS[i], tostring(nxt), 'PX', math.ceil((nxt - now) * 1000) + 60000)
 end
-return {1, tostring(wait)}
+return {1, tostring(wait), string.format('%.6f', slot)}
 """
 
 # KEYS[1]: the hold key. ARGV[1]: epoch seconds until which nobody sends.
@@ -71,6 +71,7 @@ class Limit:
 class Reservation:
     reserved: bool
     wait: float  # seconds until the slot (reserved), or until one could be had (not)
+    at: float = 0.0  # the slot, epoch seconds on the backend's clock (Redis's TIME)
 
 
 class Backend(Protocol):
@@ -141,8 +142,8 @@ class RedisBackend:
     def reserve(self, limits: list[Limit], max_wait: float) -> Reservation:
         keys = [lim.key for lim in limits] + [HOLD_KEY]
         args = [max_wait] + [1.0 / lim.rate for lim in limits]
-        reserved, wait = self._reserve(keys=keys, args=args)
-        return Reservation(bool(int(reserved)), max(0.0, float(wait)))
+        reserved, wait, at = self._reserve(keys=keys, args=args)
+        return Reservation(bool(int(reserved)), max(0.0, float(wait)), float(at))
 
     def hold(self, until_epoch: float) -> None:
         self._hold(keys=[HOLD_KEY], args=[until_epoch])
@@ -176,10 +177,10 @@ class LocalBackend:
             slot = max([now, self._hold_until] + [self._tat.get(lim.key, 0.0) for lim in limits])
             wait = slot - now
             if wait > max_wait:
-                return Reservation(False, wait)
+                return Reservation(False, wait, slot)
             for lim in limits:
                 self._tat[lim.key] = slot + 1.0 / lim.rate
-            return Reservation(True, wait)
+            return Reservation(True, wait, slot)
 
     def hold(self, until_epoch: float) -> None:
         with self._lock:

@@ -75,7 +75,9 @@ def test_slots_from_many_threads_are_evenly_spaced(backend, backend_kind) -> Non
             r = b.reserve(limits, max_wait=10.0)
             assert r.reserved
             with lock:
-                slots.append(time.time() + r.wait)
+                # The slot as the backend reserved it: the client's clock read after
+                # the reply would add this thread's scheduling delay to it.
+                slots.append(r.at)
 
     threads = [threading.Thread(target=take, args=(15,)) for _ in range(4)]
     for t in threads:
