@@ -31,8 +31,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
 
-from dialer.fleet import Fleet, RedisServer, free_port, fresh_database, wait_until
-from dialer.models import Attempt
+from dialer.dev.fleet import Fleet, RedisServer, free_port, fresh_database, wait_until
+from dialer.store.models import Attempt
 
 RETRYABLE = {"busy", "no-answer", "congestion"}
 FINAL = {"answered": "answered", "rejected": "unanswered", "unallocated": "failed"}

@@ -101,7 +101,8 @@ def measure(bench: Bench, campaign_id: int, repeat: int) -> dict[str, list[float
 
 def run(size_name: str, bench: Bench, campaign_id: int, args: argparse.Namespace) -> list[str]:
     os.environ.update({k: v for k, v in bench.fleet.env.items() if k.startswith(("DIALER", "CAT"))})
-    from dialer import settings, tasks
+    from dialer import settings
+    from dialer.worker import tasks
 
     settings.override(None)
     tasks.reset_clients()

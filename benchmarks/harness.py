@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from dialer.fleet import Fleet, RedisServer, free_port, fresh_database
+from dialer.dev.fleet import Fleet, RedisServer, free_port, fresh_database
 
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/"
 # The million-contact campaign is imported once into this database and cloned (CREATE
@@ -191,7 +191,7 @@ class Bench:
         """Callback events accepted and not yet applied (the event stream's length)."""
         import redis
 
-        from dialer import eventstream
+        from dialer.callbacks import eventstream
 
         return int(redis.Redis.from_url(self.redis.url).xlen(eventstream.STREAM))
 

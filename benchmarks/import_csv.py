@@ -23,9 +23,11 @@ from pathlib import Path
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from dialer import clock, fleet, migrate
+from dialer import clock
+from dialer.dev import fleet
 from dialer.importing import add_suppressions, import_contacts
-from dialer.models import Campaign
+from dialer.store import migrate
+from dialer.store.models import Campaign
 
 try:
     from benchmarks.machine import describe, load_average

@@ -25,7 +25,9 @@ from datetime import UTC, datetime
 import redis
 from sqlalchemy import create_engine, text
 
-from dialer import fleet, metrics, migrate, settings
+from dialer import metrics, settings
+from dialer.dev import fleet
+from dialer.store import migrate
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/dialer_bench_metrics"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-from dialer.fleet import Fleet, RedisServer, free_port, fresh_database, wait_until
+from dialer.dev.fleet import Fleet, RedisServer, free_port, fresh_database, wait_until
 
 
 def busiest_second(times: list[float]) -> int:

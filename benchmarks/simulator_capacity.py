@@ -32,7 +32,7 @@ if __package__ in (None, ""):
 
 from benchmarks.harness import code_env, log, median, percentile  # noqa: E402
 from benchmarks.machine import CpuMeter, describe, load_average  # noqa: E402
-from dialer.fleet import Fleet, free_port  # noqa: E402
+from dialer.dev.fleet import Fleet, free_port  # noqa: E402
 
 SIM_FLAGS = ["--answer-delay", "0.05", "--talk-time", "0.05"]
 

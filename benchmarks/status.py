@@ -18,7 +18,7 @@ subprocess (what a user waits for: interpreter start and imports included) and
 1. **at rest**: the draft campaign, vacuumed (all-visible pages);
 2. **running**: a fleet (simulator, receiver, 2 workers, beat) dials the campaign, paced
    at ``--cps`` (0: unpaced), for ``--warmup`` seconds first, so rows are changing while
-   it is timed. Where this checkout keeps a status tally (``dialer.tally``), the
+   it is timed. Where this checkout keeps a status tally (``dialer.store.tally``), the
    benchmark compacts it every 10 s, standing in for the sweep (``--no-compact``: never).
 
 With ``--trigger-cost`` it also prices the tally triggers on the write path: the same
@@ -60,7 +60,7 @@ from benchmarks.machine import describe, load_average  # noqa: E402
 
 BENCH_DB = "dialer_bench_status"
 SIM_FLAGS = ["--answer-delay", "0.05", "--talk-time", "0.05"]
-HEAVY = ("sqlalchemy", "dialer.models", "phonenumbers", "celery")
+HEAVY = ("sqlalchemy", "dialer.store.models", "phonenumbers", "celery")
 
 
 def time_commands(
@@ -130,7 +130,7 @@ class Compactor(threading.Thread):
         self.runs: list[float] = []
 
     def run(self) -> None:
-        from dialer import tally
+        from dialer.store import tally
 
         while not self.stop.wait(self.every):
             started = time.perf_counter()
@@ -258,7 +258,7 @@ def main() -> int:
 
         settings.override(None)
         # The schema says whether this checkout keeps a tally (an import could find a
-        # dialer.tally of another installed copy).
+        # dialer.store.tally of another installed copy).
         with bench.engine.connect() as conn:
             has_tally = conn.scalar(text("SELECT to_regclass('contact_tally')")) is not None
 

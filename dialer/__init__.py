@@ -11,7 +11,7 @@ def __getattr__(name: str) -> Any:
     # `celery -A dialer` looks up `dialer.app`; importing Celery only then keeps
     # `import dialer` (and the CLI) light.
     if name in ("app", "celery"):
-        from dialer.worker import app
+        from dialer.worker.app import app
 
         return app
     raise AttributeError(name)

@@ -28,10 +28,13 @@ from typing import IO, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dialer import attempts, campaign_status, clock, db, importing, logs, rules
-from dialer.attempts import CampaignStateError
+from dialer import clock, importing, logs
 from dialer.errors import ApiError
-from dialer.models import (
+from dialer.policy import rules
+from dialer.state import attempts
+from dialer.state.attempts import CampaignStateError
+from dialer.store import campaign_status, db
+from dialer.store.models import (
     Attempt,
     AttemptStatus,
     Campaign,
@@ -364,7 +367,7 @@ def _release_now(campaign_id: int) -> None:
     """Hand out the first work at once rather than at the next tick; if the broker is
     out of reach the tick does it later, so a failure here is only logged."""
     try:
-        from dialer import tasks
+        from dialer.worker import tasks
 
         with logs.bound(campaign=campaign_id):
             # A first batch or two, so the first call goes out at once; the tick (every
@@ -396,7 +399,7 @@ def status(campaign_id: int, run: int | None = None) -> dict[str, Any]:
     """The campaign's state and its contacts counted by status (in the current run, or
     in run ``run`` when given), with who waits for a calling window and the next run.
 
-    Read by ``dialer.campaign_status`` (what ``dialer campaign status`` runs without
+    Read by ``dialer.store.campaign_status`` (what ``dialer campaign status`` runs without
     this module) over a pooled connection: counts from the tallies PostgreSQL keeps,
     O(statuses) however many contacts.
     """

@@ -120,7 +120,7 @@ def _or_none(kind: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulator"]:  # the simulator parses its own flags
-        from dialer.carrier import simulator
+        from dialer.dev import simulator
 
         return simulator.main(argv[1:])
     args = _parser().parse_args(argv)
@@ -140,18 +140,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "db":
-        from dialer import migrate
+        from dialer.store import migrate
 
         migrate.upgrade()
         print("database is at the latest schema")
         return 0
     if args.command == "receiver":
-        from dialer import receiver
+        from dialer.callbacks import receiver
 
         receiver.serve(args.host, args.port, workers=args.workers, threads=args.threads)
         return 0
     if args.command == "demo":
-        from dialer import demo
+        from dialer.dev import demo
 
         return demo.main()
     if args.command == "campaign" and args.campaign_command == "status":
@@ -204,10 +204,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    """Read with the database driver alone (dialer.campaign_status), not dialer.api: no
+    """Read with the database driver alone (dialer.store.campaign_status), not dialer.api: no
     SQLAlchemy, models, phonenumbers or Celery to import, so it answers in about the
     interpreter's start-up time."""
-    from dialer.campaign_status import Reader
+    from dialer.store.campaign_status import Reader
 
     with Reader(settings.get().database_url) as reader:
         if args.watch:

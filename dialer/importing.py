@@ -31,8 +31,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dialer import clock
-from dialer.models import Campaign, Contact, ContactStatus, Suppression
-from dialer.rules import zones_for
+from dialer.policy.rules import zones_for
+from dialer.store.models import Campaign, Contact, ContactStatus, Suppression
 
 PROGRESS_EVERY = 10_000
 # After this many rows written in one go, refresh the planner's statistics in the same

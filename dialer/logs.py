@@ -14,7 +14,7 @@ the campaign, contact and attempt they are about, and never a secret.
   already keeps them out of messages; this is the backstop for a line that slips.
 
 Installed by the CLI (``configure``), the Celery worker and beat (``install`` on the
-loggers Celery sets up, see dialer.worker) and the receiver's uvicorn processes
+loggers Celery sets up, see dialer.worker.app) and the receiver's uvicorn processes
 (``uvicorn_log_config``).
 """
 

@@ -361,8 +361,8 @@ def read_database() -> tuple[dict[str, int], dict[str, int]]:
     """(in-flight attempts by status, campaigns by state), cheaply (see the module doc)."""
     from sqlalchemy import func, select, text
 
-    from dialer import db
-    from dialer.models import Attempt, Campaign
+    from dialer.store import db
+    from dialer.store.models import Attempt, Campaign
 
     with db.session_scope() as session:
         if session.get_bind().dialect.name == "postgresql":
@@ -495,7 +495,7 @@ def exposition() -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
 
     def backlog() -> int:
-        from dialer import eventstream
+        from dialer.callbacks import eventstream
 
         return eventstream.stream("receiver").backlog()
 

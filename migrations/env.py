@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from dialer import db
-from dialer.models import Base
+from dialer.store import db
+from dialer.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -24,7 +24,7 @@ def _run(connection: Connection) -> None:
 
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
-    if connection is not None:  # handed over by dialer.migrate (tests, the demo)
+    if connection is not None:  # handed over by dialer.store.migrate (tests, the demo)
         _run(connection)
         return
     with db.engine().connect() as conn:

@@ -23,9 +23,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from dialer import settings
-from dialer.carrier.simulator import SimConfig, Simulator
-from dialer.fleet import RedisServer, free_port, fresh_database
-from dialer.models import Base
+from dialer.dev.fleet import RedisServer, free_port, fresh_database
+from dialer.dev.simulator import SimConfig, Simulator
+from dialer.store.models import Base
 
 TEST_DATABASE_URL = os.environ.get(
     "DIALER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dialer_test"
@@ -64,7 +64,7 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def database_url() -> str:
     url = make_url(fresh_database(TEST_DATABASE_URL))
-    from dialer import migrate
+    from dialer.store import migrate
 
     engine = create_engine(url)
     migrate.upgrade(engine)
@@ -84,7 +84,7 @@ def test_settings(database_url: str, redis_server: RedisServer) -> Iterator[sett
 @pytest.fixture
 def session(test_settings: settings.Settings) -> Iterator[Session]:
     """A session in a transaction that is rolled back after the test."""
-    from dialer import db
+    from dialer.store import db
 
     connection = db.engine().connect()
     outer = connection.begin()
@@ -102,7 +102,7 @@ def session(test_settings: settings.Settings) -> Iterator[Session]:
 @pytest.fixture
 def clean_db(test_settings: settings.Settings) -> Iterator[None]:
     """For tests that commit: every table is emptied afterwards."""
-    from dialer import db
+    from dialer.store import db
 
     yield
     tables = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
@@ -116,7 +116,8 @@ def sim(test_settings: settings.Settings, clean_db: None) -> Iterator[Simulator]
     clock is restored afterwards (tests that move it use ``clock.set_source``)."""
     import redis
 
-    from dialer import clock, tasks
+    from dialer import clock
+    from dialer.worker import tasks
 
     simulator = Simulator(SimConfig(answer_delay=0.01, talk_time=0.01, ambiguous_hold=3.0))
     url = simulator.start()

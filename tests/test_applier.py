@@ -17,12 +17,15 @@ import redis
 import requests
 from sqlalchemy import func, select, text
 
-from dialer import api, attempts, clock, db, eventstream
-from dialer.applier import Applier
+from dialer import api, clock
+from dialer.callbacks import eventstream
+from dialer.callbacks.receiver import PATH
 from dialer.carrier import events
-from dialer.fleet import Fleet, RedisServer, free_port, wait_until
-from dialer.models import Attempt, CallEvent, Campaign, CampaignState, Contact
-from dialer.receiver import PATH
+from dialer.dev.fleet import Fleet, RedisServer, free_port, wait_until
+from dialer.state import attempts
+from dialer.store import db
+from dialer.store.models import Attempt, CallEvent, Campaign, CampaignState, Contact
+from dialer.worker.applier import Applier
 from tests.conftest import TEST_ENV
 
 OUTCOMES = [

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dialer import attempts
 from dialer.carrier.events import CallEvent, parse
-from dialer.models import (
+from dialer.state import attempts
+from dialer.store.models import (
     Attempt,
     AttemptStatus,
     Campaign,
@@ -22,7 +22,7 @@ from dialer.models import (
     Contact,
     ContactStatus,
 )
-from dialer.models import CallEvent as CallEventRow
+from dialer.store.models import CallEvent as CallEventRow
 
 T0 = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -424,7 +424,7 @@ def test_completed_when_no_contact_waits(session: Session) -> None:
 
 
 def test_dnc_addition_suppresses_waiting_contacts(session: Session) -> None:
-    from dialer.models import Suppression
+    from dialer.store.models import Suppression
 
     make_campaign(session, n=2)
     session.add(Suppression(campaign_id=None, e164="+19195551001", added_at=T0))

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from dialer import api, attempts, clock, db, tasks
-from dialer.carrier.simulator import Simulator
-from dialer.models import (
+from dialer import api, clock
+from dialer.dev.simulator import Simulator
+from dialer.state import attempts
+from dialer.store import db
+from dialer.store.models import (
     Attempt,
     AttemptStatus,
     Campaign,
@@ -23,6 +25,7 @@ from dialer.models import (
     Contact,
     ContactStatus,
 )
+from dialer.worker import tasks
 from tests.test_tasks import attempt, campaign_with
 
 NY = [f"+1212555{i:04d}" for i in range(3)]

@@ -1,4 +1,4 @@
-"""``dialer campaign status`` reads with the database driver alone (dialer.campaign_status):
+"""``dialer campaign status`` reads with the database driver alone (dialer.store.campaign_status):
 it imports no SQLAlchemy, models, phonenumbers or Celery, shows what ``api.status``
 shows, and works on SQLite (where it counts the rows) as on PostgreSQL (the tallies)."""
 
@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text, update
 
-from dialer import api, attempts, campaign_status, clock, db, migrate, settings
-from dialer.carrier.simulator import Simulator
-from dialer.models import Attempt, Contact
+from dialer import api, clock, settings
+from dialer.dev.simulator import Simulator
+from dialer.state import attempts
+from dialer.store import campaign_status, db, migrate
+from dialer.store.models import Attempt, Contact
 from tests.test_calling_rules import LA, NY, at, dial_all, queued
 
-HEAVY = ("sqlalchemy", "dialer.models", "dialer.api", "phonenumbers", "celery", "dialer.tasks")
+HEAVY = ("sqlalchemy", "dialer.store.models", "dialer.api", "phonenumbers", "celery", "dialer.worker.tasks")
 ROOT = Path(__file__).resolve().parent.parent
 
 # Runs the CLI in a fresh interpreter, then says which heavy modules it had imported.
@@ -76,7 +78,7 @@ def test_the_status_command_imports_nothing_heavy_and_shows_api_status(
 
 def test_rules_import_without_sqlalchemy_or_phonenumbers() -> None:
     code = (
-        "import sys, dialer.rules, dialer.campaign_status\n"
+        "import sys, dialer.policy.rules, dialer.store.campaign_status\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     out = subprocess.run(
@@ -87,8 +89,8 @@ def test_rules_import_without_sqlalchemy_or_phonenumbers() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
-    from dialer import rules
-    from dialer.models import ContactStatus
+    from dialer.policy import rules
+    from dialer.store.models import ContactStatus
 
     assert rules.ContactStatus is ContactStatus, "the models re-export the same enums"
     assert rules.zones_for("+12125550000") == "America/New_York"

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dialer.models import ContactStatus
+from dialer.store.models import ContactStatus
 
 # Every service setting points at a port nothing listens on: the demo must need none.
 NOWHERE = {

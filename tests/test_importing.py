@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from dialer import clock, importing, migrate
+from dialer import clock, importing
 from dialer.importing import (
     ContactFileError,
     ImportReport,
@@ -24,7 +24,8 @@ from dialer.importing import (
     read_columns,
     remove_suppressions,
 )
-from dialer.models import Campaign, Contact, Suppression
+from dialer.store import migrate
+from dialer.store.models import Campaign, Contact, Suppression
 
 
 def make_campaign(session: Session, **fields: object) -> Campaign:
@@ -467,7 +468,7 @@ def test_50000_rows_counts_and_bounded_memory(session: Session, tmp_path: Path) 
 
 
 def test_sqlite_path(tmp_path: Path, tmp_csv) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'dialer.db'}")
+    engine = create_engine(f"sqlite:///{tmp_path / 'dialer.store.db'}")
     migrate.upgrade(engine)
     path = tmp_csv(
         [

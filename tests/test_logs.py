@@ -22,8 +22,8 @@ import pytest
 import requests
 
 from dialer import api, logs
-from dialer.fleet import free_port, wait_for_port, wait_until
-from dialer.receiver import PATH
+from dialer.callbacks.receiver import PATH
+from dialer.dev.fleet import free_port, wait_for_port, wait_until
 
 SECRET = "cb/secret:with odd chars"
 TOKEN = "metrics-token-0123456789"
@@ -164,8 +164,8 @@ def test_receiver_and_uvicorn_log_json_without_secrets(tmp_path: Path) -> None:
     text = log_path.read_text()
     lines = json_lines(text)
     loggers = {line["logger"] for line in lines}
-    assert {"dialer.receiver", "uvicorn.error"} <= loggers, loggers
-    handover = [line for line in lines if line["logger"] == "dialer.receiver"]
+    assert {"dialer.callbacks.receiver", "uvicorn.error"} <= loggers, loggers
+    handover = [line for line in lines if line["logger"] == "dialer.callbacks.receiver"]
     assert handover and all(line["level"] == "ERROR" for line in handover)
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     for spelling in secret_spellings(SECRET, TOKEN):

@@ -24,17 +24,19 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from dialer import api, clock, db, metrics, settings, tasks
-from dialer.carrier.simulator import Simulator
-from dialer.fleet import (
+from dialer import api, clock, metrics, settings
+from dialer.callbacks.receiver import PATH
+from dialer.dev.fleet import (
     RedisServer,
     free_port,
     receiver_command,
     wait_for_port,
     wait_until,
 )
-from dialer.models import Attempt, Campaign, CampaignState
-from dialer.receiver import PATH
+from dialer.dev.simulator import Simulator
+from dialer.store import db
+from dialer.store.models import Attempt, Campaign, CampaignState
+from dialer.worker import tasks
 
 CALLBACK_SECRET = "cb/secret:with odd chars"
 METRICS_TOKEN = "metrics-token-0123456789"
@@ -203,7 +205,7 @@ def test_a_push_back_is_counted_as_a_fleet_wait(sim: Simulator, recorder) -> Non
 
 
 def test_a_rolled_back_transaction_counts_no_finished_attempt(sim: Simulator, recorder) -> None:
-    from dialer import attempts
+    from dialer.state import attempts
 
     rec, _ = recorder
     [aid] = tasks.release(campaign_with(["+19197100003"]))
@@ -407,8 +409,8 @@ def test_with_redis_down_callbacks_get_503_and_scrapes_still_answer(
 def test_a_callback_is_accepted_with_metrics_redis_down() -> None:
     """Counting never fails a callback: the receiver app, its stream working, its
     counters' Redis not."""
-    from dialer import eventstream
-    from dialer.receiver import Receiver
+    from dialer.callbacks import eventstream
+    from dialer.callbacks.receiver import Receiver
 
     local = eventstream.LocalStream()
     app = Receiver(CALLBACK_SECRET, handover=eventstream.Handover(local))
@@ -433,7 +435,7 @@ def test_a_callback_is_accepted_with_metrics_redis_down() -> None:
 
 
 def test_the_event_backlog_is_the_streams_length(receiver) -> None:
-    from dialer import eventstream
+    from dialer.callbacks import eventstream
 
     base, url = receiver
     r = redis.Redis.from_url(url)

@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
-from dialer import migrate
-from dialer.models import Base
+from dialer.store import migrate
+from dialer.store.models import Base
 from tests.conftest import database_named
 
 

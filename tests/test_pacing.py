@@ -8,8 +8,8 @@ import time
 import pytest
 import redis
 
-from dialer import pacing
-from dialer.fleet import RedisServer
+from dialer.dev.fleet import RedisServer
+from dialer.policy import pacing
 
 
 def test_shares_follow_each_campaigns_cps() -> None:

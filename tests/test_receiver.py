@@ -24,17 +24,18 @@ import pytest
 import redis
 import requests
 
-from dialer import eventstream, settings
-from dialer.asyncstream import AsyncHandover
-from dialer.eventstream import HandoverFailed
-from dialer.fleet import (
+from dialer import settings
+from dialer.callbacks import eventstream
+from dialer.callbacks.asyncstream import AsyncHandover
+from dialer.callbacks.eventstream import HandoverFailed
+from dialer.callbacks.receiver import PATH, callback_urls
+from dialer.dev.fleet import (
     RedisServer,
     free_port,
     receiver_command,
     wait_for_port,
     wait_until,
 )
-from dialer.receiver import PATH, callback_urls
 
 SECRET = "s3cret/with:odd chars"
 EVENT = {

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from dialer import rules
-from dialer.models import ContactStatus, Result
+from dialer.policy import rules
+from dialer.store.models import ContactStatus, Result
 
 NEW_YORK = "+12125551234"
 LOS_ANGELES = "+13105551234"

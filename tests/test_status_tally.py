@@ -18,9 +18,12 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import select, text, update
 
-from dialer import api, attempts, clock, db, tally, tasks
-from dialer.carrier.simulator import Simulator
-from dialer.models import Attempt, AttemptStatus, Contact, ContactStatus
+from dialer import api, clock
+from dialer.dev.simulator import Simulator
+from dialer.state import attempts
+from dialer.store import db, tally
+from dialer.store.models import Attempt, AttemptStatus, Contact, ContactStatus
+from dialer.worker import tasks
 from tests.test_calling_rules import LA, NY, at, dial_all, finish_run, queued, recurring
 
 # What the triggers keep, and the same counted from the rows: (campaign, status, zone key

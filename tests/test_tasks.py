@@ -13,11 +13,15 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from dialer import api, attempts, clock, db, pacing, settings, tasks
+from dialer import api, clock, settings
 from dialer.carrier import events
-from dialer.carrier.simulator import Simulator
-from dialer.fleet import wait_until
-from dialer.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
+from dialer.dev.fleet import wait_until
+from dialer.dev.simulator import Simulator
+from dialer.policy import pacing
+from dialer.state import attempts
+from dialer.store import db
+from dialer.store.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
+from dialer.worker import tasks
 
 
 def campaign_with(numbers: list[str], **options) -> int:
@@ -118,13 +122,13 @@ def test_lost_claim_with_no_call_is_dialed_again(sim: Simulator) -> None:
     cid = campaign_with(["+19192000008"])
     [aid] = tasks.release(cid)
     with db.session_scope() as session:  # a worker claimed it and died before sending
-        from dialer import attempts
+        from dialer.state import attempts
 
         attempts.claim_for_send(session, aid, clock.now(), timedelta(seconds=1))
     later = clock.now() + timedelta(minutes=5)
     assert tasks.sweep.run() is not None
     with db.session_scope() as session:
-        from dialer import attempts
+        from dialer.state import attempts
 
         assert attempts.expire_leases(session, later) == 1
     assert tasks.reconcile(later) == 1

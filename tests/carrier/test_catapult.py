@@ -1,6 +1,6 @@
 """The Catapult client against real HTTP: the carrier simulator, and a scripted stdlib server.
 
-No HTTP mocks. The simulator (``dialer.carrier.simulator``) stands in for the carrier's
+No HTTP mocks. The simulator (``dialer.dev.simulator``) stands in for the carrier's
 behaviour; ``FakeCarrier`` below is a real ``http.server`` on localhost for what the
 simulator does not produce (every row of the Errors table, a 201 without Location, a
 non-JSON body, a connection dropped mid-answer, Link paging, ...).
@@ -29,7 +29,7 @@ from dialer.carrier.catapult import (
     CatapultClient,
     InvalidCallRequest,
 )
-from dialer.carrier.simulator import SimConfig, Simulator
+from dialer.dev.simulator import SimConfig, Simulator
 
 USER, TOKEN, SECRET = "u-sim", "sim-token", "sim-secret"
 CALLBACK = "https://hook-user:hook-PASSWORD-42@dialer.example.com/callbacks/calls"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from dialer.carrier.simulator import SimConfig, Simulator
+from dialer.dev.simulator import SimConfig, Simulator
 
 AUTH = ("sim-token", "sim-secret")
 FROM = "+19195551212"
@@ -629,7 +629,7 @@ def test_stop_is_quick_and_leaves_no_threads(receiver: Receiver) -> None:
 
 def test_main_serves_until_sigterm_and_never_logs_the_secret() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dialer.carrier.simulator", "--port", "0", "--secret", "s3cr3t!"],
+        [sys.executable, "-m", "dialer.dev.simulator", "--port", "0", "--secret", "s3cr3t!"],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select
 
-from dialer.fleet import Fleet, wait_until
-from dialer.models import Attempt
+from dialer.dev.fleet import Fleet, wait_until
+from dialer.store.models import Attempt
 from tests.conftest import RedisServer, database_named
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from benchmarks.pacing import busiest_second
-from dialer.fleet import Fleet, wait_until
+from dialer.dev.fleet import Fleet, wait_until
 from tests.conftest import RedisServer, database_named
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dialer.fleet import Fleet, wait_until
+from dialer.dev.fleet import Fleet, wait_until
 from tests.conftest import RedisServer, database_named
 
 pytestmark = pytest.mark.e2e

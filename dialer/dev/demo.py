@@ -1,7 +1,7 @@
 """``dialer demo``: a whole campaign on the embedded default, no services needed.
 
 SQLite for the database, Celery's in-memory broker with a worker in this process, the
-event stream as a queue in this process (dialer.eventstream.LocalStream, read by that
+event stream as a queue in this process (dialer.callbacks.eventstream.LocalStream, read by that
 worker's consumer threads), the carrier simulator and the callback receiver on loopback
 threads. The code that runs is
 the production code: the same tasks, state machine, pacing, carrier client and receiver
@@ -140,7 +140,7 @@ def main() -> int:
 
 def _run(console: Any, workdir: Path) -> tuple[dict[str, Any], dict[str, Any], float, Path]:
     from dialer import settings
-    from dialer.carrier.simulator import SimConfig, Simulator
+    from dialer.dev.simulator import SimConfig, Simulator
 
     with contextlib.ExitStack() as stack:
         sim = Simulator(
@@ -178,8 +178,11 @@ def _run(console: Any, workdir: Path) -> tuple[dict[str, Any], dict[str, Any], f
 
         from celery.contrib.testing.worker import start_worker
 
-        from dialer import api, db, migrate, tasks, worker
-        from dialer.receiver import Receiver
+        from dialer import api
+        from dialer.callbacks.receiver import Receiver
+        from dialer.store import db, migrate
+        from dialer.worker import app as worker
+        from dialer.worker import tasks
 
         stack.callback(tasks.reset_clients)
         worker.configure(settings.get())
@@ -261,7 +264,7 @@ def _export_path() -> Path:
 
 def _beat(tasks: Any, stop: threading.Event) -> None:
     """What ``celery beat`` does in production: publish a tick each second, a sweep each ten."""
-    from dialer.worker import SWEEP_SECONDS, TICK_SECONDS
+    from dialer.worker.app import SWEEP_SECONDS, TICK_SECONDS
 
     n = 0
     per_sweep = round(SWEEP_SECONDS / TICK_SECONDS)

@@ -1,7 +1,7 @@
 """The receiver's hand-over under asyncio: ``XADD`` on one pipelined Redis connection.
 
 Each receiver process keeps one connection to ``DIALER_REDIS_URL`` and writes every
-accepted event to the stream (dialer.eventstream: key ``STREAM``, fields ``p`` and
+accepted event to the stream (dialer.callbacks.eventstream: key ``STREAM``, fields ``p`` and
 ``r``) over it. Requests handled in the same turn of the event loop go out in one
 write, and Redis answers them in order, so each request waits for the reply to its
 own ``XADD``: a request is answered 2xx only once that reply is an entry id. An error
@@ -31,7 +31,7 @@ import collections
 import ssl
 from typing import Any
 
-from dialer.eventstream import STREAM, HandoverFailed
+from dialer.callbacks.eventstream import STREAM, HandoverFailed
 
 TIMEOUT = 2.0  # seconds a request waits for its reply (the receiver's socket timeout)
 CONNECT_TIMEOUT = 1.0

@@ -25,7 +25,7 @@ QUEUES = ("dialer.control", "dialer.events", "dialer.dial")
 TICK_SECONDS = 1.0
 SWEEP_SECONDS = 10.0
 
-app = Celery("dialer", include=["dialer.tasks"])
+app = Celery("dialer", include=["dialer.worker.tasks"])
 
 
 def configure(s: settings.Settings) -> None:
@@ -70,7 +70,7 @@ def configure(s: settings.Settings) -> None:
             "dialer.dial_batch": {"queue": "dialer.dial"},
         },
         # Beat only wakes the database-driven ticks; running two beats just ticks more
-        # often, which changes nothing (see dialer.tasks).
+        # often, which changes nothing (see dialer.worker.tasks).
         beat_schedule={
             "tick": {
                 "task": "dialer.tick",
@@ -139,7 +139,8 @@ def _warm(**_: Any) -> None:
     """Open a database connection and build the carrier client and pacer before the first
     message, not inside it (the first dials after a start would wait ~0.5 s)."""
     try:
-        from dialer import db, tasks
+        from dialer.store import db
+        from dialer.worker import tasks
 
         with db.engine().connect():
             pass

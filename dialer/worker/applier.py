@@ -1,5 +1,5 @@
 """Applying callback events: consumer threads in every worker process read the stream
-(dialer.eventstream) and apply what they read in batches, one transaction each.
+(dialer.callbacks.eventstream) and apply what they read in batches, one transaction each.
 
 Each consumer thread loops: read up to ``BATCH`` entries (``XREADGROUP … BLOCK``: it
 returns as soon as anything is there, so under load a batch is what arrived while the
@@ -44,9 +44,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from dialer import attempts, clock, db, metrics, settings
-from dialer.carrier import events
-from dialer.eventstream import (
+from dialer import clock, metrics, settings
+from dialer.callbacks.eventstream import (
     BATCH,
     BLOCK,
     FORGET_CONSUMER,
@@ -56,6 +55,9 @@ from dialer.eventstream import (
     Stream,
     stream,
 )
+from dialer.carrier import events
+from dialer.state import attempts
+from dialer.store import db
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import Column, Index, Integer, String, Table, Text, text
 
-from dialer.models import Base, BigId
+from dialer.store.models import Base, BigId
 
 contact_tally = Table(
     "contact_tally",

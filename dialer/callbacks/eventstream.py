@@ -1,7 +1,7 @@
 """The callback stream: where the receiver puts each accepted event for the workers.
 
 A Redis Stream (``XADD``) on ``DIALER_REDIS_URL``, read by the workers' consumer threads
-as one consumer group (``XREADGROUP``), in batches (dialer.applier). Why a stream and not
+as one consumer group (``XREADGROUP``), in batches (dialer.worker.applier). Why a stream and not
 a Celery task per event: a task costs the receiver ~290 µs of GIL to publish and a worker
 ~1.5 ms to receive, decode, trace and ack, and events applied one per task cost ~8 SQL
 statements each (benchmarks/PROFILE.md); a stream entry is one ``XADD``, and a worker takes up

@@ -8,9 +8,9 @@ token ``/callbacks/catapult/t/SECRET`` for proxies that drop that header. Both a
 compared in constant time.
 
 An event is answered 2xx only once it is safely in the event stream (one ``XADD`` on
-``DIALER_REDIS_URL``, dialer.eventstream); if Redis cannot take it the answer is 503, so
+``DIALER_REDIS_URL``, dialer.callbacks.eventstream); if Redis cannot take it the answer is 503, so
 the carrier tries its fallbackUrl or again, and no acknowledged event is lost. The
-workers apply the stream in batches (dialer.applier).
+workers apply the stream in batches (dialer.worker.applier).
 
 One copy of the rules (:class:`Gate`: path, method, credentials, body bound, event
 check, the answer), two thin adapters that do only the I/O:
@@ -18,7 +18,7 @@ check, the answer), two thin adapters that do only the I/O:
 - :class:`AsgiReceiver`, production (``dialer receiver``, :func:`serve`): uvicorn with
   httptools, N processes under uvicorn's supervisor. Its hand-over is asynchronous:
   the events of concurrent requests go to Redis in one write over one connection
-  (dialer.asyncstream), each request answered after the reply to its own ``XADD``.
+  (dialer.callbacks.asyncstream), each request answered after the reply to its own ``XADD``.
 - :class:`Receiver`, a WSGI app with a blocking hand-over (``dialer demo`` serves it
   on a thread pool, the event stream in the process).
 
@@ -40,9 +40,10 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from dialer import clock, eventstream, logs, metrics, settings
+from dialer import clock, logs, metrics, settings
+from dialer.callbacks import eventstream
+from dialer.callbacks.eventstream import HandoverFailed
 from dialer.carrier import events
-from dialer.eventstream import HandoverFailed
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ class Gate:
         """(event type, the JSON text to store) for a valid event; else the refusal.
 
         The text stored is the body as it came, when it is UTF-8 (as JSON on the wire
-        is): the workers decode it again (dialer.applier), so encoding it anew here
+        is): the workers decode it again (dialer.worker.applier), so encoding it anew here
         would only cost time. Any other encoding json accepts is stored re-encoded.
         """
         if len(body) > MAX_BODY:
@@ -287,7 +288,7 @@ class Gate:
             text = None  # a BOM: json takes it from bytes, not from text
         try:
             payload = json.loads(body if text is None else text)
-            # Only what would refuse it: the workers parse it whole (dialer.applier).
+            # Only what would refuse it: the workers parse it whole (dialer.worker.applier).
             event_type = events.check(payload)[0]
         except (ValueError, UnicodeDecodeError) as exc:
             if isinstance(exc, events.BadEvent):
@@ -519,7 +520,7 @@ def _async_handover() -> AsyncHandover:
             blocking(payload, received_at)
 
         return local
-    from dialer.asyncstream import AsyncHandover
+    from dialer.callbacks.asyncstream import AsyncHandover
 
     return AsyncHandover(url)
 
@@ -543,13 +544,13 @@ def serve(host: str, port: int, workers: int = 2, threads: int | None = None) ->
     del threads
     settings.get().require("DIALER_CALLBACK_SECRET")
     config = uvicorn.Config(
-        "dialer.receiver:app",
+        "dialer.callbacks.receiver:app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
         # httptools, with gunicorn's limits on the request line and headers.
-        http="dialer.httplimits:BoundedHttpToolsProtocol",
+        http="dialer.callbacks.httplimits:BoundedHttpToolsProtocol",
         # uvloop where installed (a dependency on Linux): ~20% less CPU per event than
         # asyncio's own loop in benchmarks/receiver.py; asyncio's loop otherwise.
         loop="auto",

@@ -46,10 +46,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from dialer import campaign_status, db, metrics, rules
-from dialer.campaign_status import WindowWait
+from dialer import metrics
 from dialer.carrier.events import STATUS_EVENTS, CallEvent
-from dialer.models import (
+from dialer.policy import rules
+from dialer.store import campaign_status, db
+from dialer.store.campaign_status import WindowWait
+from dialer.store.models import (
     LIVE_ATTEMPT,
     Attempt,
     AttemptStatus,
@@ -63,7 +65,7 @@ from dialer.models import (
     RunContact,
     Suppression,
 )
-from dialer.models import CallEvent as CallEventRow
+from dialer.store.models import CallEvent as CallEventRow
 
 log = logging.getLogger(__name__)
 

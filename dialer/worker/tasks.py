@@ -5,7 +5,7 @@
   one ``dial`` per attempt after that transaction commits.
 - ``dial`` takes its slot in the fleet-wide pace, claims the attempt in the database,
   creates the call, and records what the carrier said.
-- callback events are applied in batches by the consumer threads of ``dialer.applier``,
+- callback events are applied in batches by the consumer threads of ``dialer.worker.applier``,
   which every worker runs beside these tasks; ``apply_event`` (one event per task) is
   kept for messages an older receiver left in the broker.
 - ``sweep`` (every ten seconds) re-finds what a crash, a lost message or an ambiguous
@@ -27,7 +27,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 
-from dialer import applier, attempts, clock, db, logs, metrics, pacing, rules, settings, tally
+from dialer import clock, logs, metrics, settings
+from dialer.callbacks.receiver import callback_urls
 from dialer.carrier import events
 from dialer.carrier.catapult import (
     Action,
@@ -36,9 +37,12 @@ from dialer.carrier.catapult import (
     CatapultClient,
     InvalidCallRequest,
 )
-from dialer.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
-from dialer.receiver import callback_urls
-from dialer.worker import app
+from dialer.policy import pacing, rules
+from dialer.state import attempts
+from dialer.store import db, tally
+from dialer.store.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
+from dialer.worker import applier
+from dialer.worker.app import app
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +390,7 @@ def _record_error(order: attempts.SendOrder, exc: CarrierError) -> None:
 # ------------------------------------------------------------------------ callbacks
 
 # Callbacks arrive on the event stream and are applied in batches by consumer threads
-# that every worker runs beside its task pool (dialer.applier), not by a task per event.
+# that every worker runs beside its task pool (dialer.worker.applier), not by a task per event.
 applier.install(app)
 
 
@@ -423,7 +427,7 @@ def sweep() -> dict[str, int]:
     with db.session_scope() as session:
         report["orphans_adopted"] = attempts.adopt_orphans(session, now, timedelta(seconds=5))
     with db.session_scope() as session:
-        tally.compact(session)  # status counts: one row per key again (dialer.tally)
+        tally.compact(session)  # status counts: one row per key again (dialer.store.tally)
     if any(report.values()):
         log.info("sweep: %s", report)
     return report

@@ -1,7 +1,7 @@
 """Tables: campaign, contact, attempt, call event, suppression.
 
-Statuses are plain strings checked by the enums of ``dialer.enums`` (re-exported here);
-only ``dialer.attempts`` and the campaign controls in ``dialer.campaigns`` write them.
+Statuses are plain strings checked by the enums of ``dialer.store.enums`` (re-exported here);
+only ``dialer.state.attempts`` and the campaign controls in ``dialer.campaigns`` write them.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-# The statuses live in dialer.enums, free of SQLAlchemy; re-exported here, where every
+# The statuses live in dialer.store.enums, free of SQLAlchemy; re-exported here, where every
 # existing import finds them.
-from dialer.enums import (  # noqa: F401
+from dialer.store.enums import (  # noqa: F401
     FINAL_ATTEMPT,
     FINAL_CONTACT,
     LIVE_ATTEMPT,
@@ -282,5 +282,5 @@ class RunContact(Base):
 
 
 # The status tallies (contact_tally, call_tally) are tables of this schema too, declared
-# beside their upkeep in dialer.tally; imported here so Base.metadata holds every table.
-from dialer import tally as _tally  # noqa: E402, F401
+# beside their upkeep in dialer.store.tally; imported here so Base.metadata holds every table.
+from dialer.store import tally as _tally  # noqa: E402, F401

@@ -21,7 +21,7 @@ import socket
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from dialer.receiver import MAX_HEADER_FIELD, MAX_HEADER_FIELDS, MAX_REQUEST_LINE
+from dialer.callbacks.receiver import MAX_HEADER_FIELD, MAX_HEADER_FIELDS, MAX_REQUEST_LINE
 
 # All of a request's head: its line, its headers, their separators.
 MAX_HEAD = MAX_REQUEST_LINE + 2 + MAX_HEADER_FIELDS * (MAX_HEADER_FIELD + 2) + 2

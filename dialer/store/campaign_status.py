@@ -1,13 +1,13 @@
 """A campaign's status, read with the database driver alone.
 
 ``dialer campaign status`` (and ``--watch``) and ``api.status`` both come here: one
-implementation. It imports the driver (psycopg 3, or sqlite3), ``dialer.rules`` for the
+implementation. It imports the driver (psycopg 3, or sqlite3), ``dialer.policy.rules`` for the
 calling hours and the status enums, and nothing heavier: no SQLAlchemy, no ORM models,
 no phonenumbers, no Celery (issue 7: < 200 ms on a million contacts, running; the
 driver's own import is most of what is left).
 
 The counts cost O(statuses), not O(contacts): on PostgreSQL they are the sums of the
-tallies its triggers keep (``dialer.tally``, migration 0003): contacts by status (and,
+tallies its triggers keep (``dialer.store.tally``, migration 0003): contacts by status (and,
 for pending ones, by time-zone key, for the calling-window part) and calls by run. On
 SQLite (the demo, trials: small) the rows are counted directly. Everything is read in
 one snapshot (on PostgreSQL one statement, one round trip), so the state, the counts
@@ -25,8 +25,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from dialer import clock
-from dialer.enums import ContactStatus
 from dialer.errors import ApiError
+from dialer.store.enums import ContactStatus
 
 __all__ = ["Reader", "WindowWait", "connect", "read", "window_wait"]
 
@@ -40,7 +40,7 @@ _RUN_COLUMNS = "number, scheduled_for, started_at, finished_at, summary"
 # PostgreSQL: everything in one statement, so one round trip (a loaded machine makes
 # each one wait for the server to be scheduled) and one snapshot (the state, the counts
 # and the calls agree). The contacts by (status, zone key of pending ones) and the calls
-# by run are the sums of the tallies the triggers keep (dialer.tally).
+# by run are the sums of the tallies the triggers keep (dialer.store.tally).
 _POSTGRESQL = f"""
 SELECT {_COLUMNS},
     (SELECT coalesce(json_agg(json_build_array({_RUN_COLUMNS}) ORDER BY number), '[]')
@@ -67,7 +67,7 @@ _SQLITE = (
 
 @dataclass(frozen=True)
 class Campaign:
-    """The columns of a campaign the status shows (and ``dialer.rules`` reads)."""
+    """The columns of a campaign the status shows (and ``dialer.policy.rules`` reads)."""
 
     id: int
     name: str
@@ -103,7 +103,7 @@ def window_wait(campaign: Any, pending: Mapping[str | None, int], now: datetime)
     contacts counted by time-zone key (``Contact.zones``; None: the campaign's zone)."""
     if not campaign.window and not campaign.days:
         return WindowWait(0, None, 0)  # any time is calling time (rules.Hours.parse)
-    from dialer import rules  # only for campaigns with hours: ~7 ms of the command's start
+    from dialer.policy import rules  # only for campaigns with hours: ~7 ms of the command's start
 
     hours = rules.campaign_hours(campaign)
     if hours is None:
