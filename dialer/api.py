@@ -328,7 +328,7 @@ def update(
     the campaign's --cps or --max-concurrent, the schedule). Returns the status, with
     ``changed`` listing the fields that changed.
     """
-    given = {
+    given: dict[str, Any] = {
         k: v
         for k, v in {
             "window": window,

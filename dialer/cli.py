@@ -171,7 +171,8 @@ def _run(args: argparse.Namespace) -> int:
         if not given:
             print("dialer: campaign update: give at least one rule to change", file=sys.stderr)
             return 2
-        result = api.update(args.id, **{k: None if v is _NONE else v for k, v in given.items()})
+        changes: dict[str, Any] = {k: None if v is _NONE else v for k, v in given.items()}
+        result = api.update(args.id, **changes)
         if args.json:
             _print(result, True)
         else:

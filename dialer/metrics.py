@@ -499,5 +499,5 @@ def exposition() -> tuple[bytes, str]:
 
         return eventstream.stream("receiver").backlog()
 
-    registry.register(FleetCollector(store, read_database, backlog))  # type: ignore[arg-type]
+    registry.register(FleetCollector(store, read_database, backlog))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -32,7 +32,7 @@ _STATUS = {
 }
 
 
-class BoundedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _in_head = True  # between a request's first byte and its headers' end
     _head_bytes = 0
     _fields = 0

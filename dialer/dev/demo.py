@@ -61,10 +61,10 @@ class _MemoryTransport(memory.Transport):
     polling_interval = 0.005  # the default (1 s) would pace the demo
     drain_wait = 0.02
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> Any:
+    def drain_events(self, connection: Any, timeout: Any = None, **kwargs: Any) -> Any:
         if timeout is not None:
             timeout = min(timeout, self.drain_wait)
-        return super().drain_events(connection, timeout=timeout)
+        return super().drain_events(connection, timeout=timeout, **kwargs)
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -343,7 +343,7 @@ class _CallbackClient:
         if conn.sock is None:
             conn.timeout = timeout[0]
             conn.connect()
-        conn.sock.settimeout(timeout[1])  # type: ignore[union-attr]
+        conn.sock.settimeout(timeout[1])
         conn.request(method, target, body=body, headers=headers)
         response = conn.getresponse()
         response.read()  # drained, so the connection can carry the next request
@@ -540,7 +540,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
