@@ -66,7 +66,7 @@ def _database_url(name: str, raw: str) -> str:
     if not scheme.startswith(("sqlite", "postgresql", "postgres")):
         raise SettingsError(
             f"{name} must be a SQLAlchemy URL for PostgreSQL (postgresql+psycopg://user@host/db)"
-            f" or SQLite (sqlite:///dialer.store.db), got scheme {scheme!r}"
+            f" or SQLite (sqlite:///dialer.db), got scheme {scheme!r}"
         )
     # The psycopg 3 driver is the one we install; plain postgresql:// would ask for psycopg2.
     if scheme in ("postgresql", "postgres"):
@@ -91,7 +91,7 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = "sqlite:///dialer.store.db"
+    database_url: str = "sqlite:///dialer.db"
     broker_url: str = "redis://localhost:6379/0"
     redis_url: str = "redis://localhost:6379/0"
     catapult_api_url: str = "https://api.catapult.inetwork.com"

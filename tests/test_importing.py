@@ -468,7 +468,7 @@ def test_50000_rows_counts_and_bounded_memory(session: Session, tmp_path: Path) 
 
 
 def test_sqlite_path(tmp_path: Path, tmp_csv) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'dialer.store.db'}")
+    engine = create_engine(f"sqlite:///{tmp_path / 'dialer.db'}")
     migrate.upgrade(engine)
     path = tmp_csv(
         [

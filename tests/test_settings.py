@@ -7,7 +7,7 @@ from dialer import settings
 
 def test_defaults_follow_the_interface() -> None:
     s = settings.load({})
-    assert s.database_url == "sqlite:///dialer.store.db"
+    assert s.database_url == "sqlite:///dialer.db"
     assert s.broker_url == s.redis_url == "redis://localhost:6379/0"
     assert s.catapult_api_url == "https://api.catapult.inetwork.com"
     assert (s.http_timeout, s.account_cps, s.number_cps) == (10.0, 1.0, 1.0)
