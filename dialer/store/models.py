@@ -1,7 +1,7 @@
 """Tables: campaign, contact, attempt, call event, suppression.
 
 Statuses are plain strings checked by the enums of ``dialer.store.enums`` (re-exported here);
-only ``dialer.state.attempts`` and the campaign controls in ``dialer.campaigns`` write them.
+only ``dialer.state`` writes them (the state machine, campaign controls included).
 """
 
 from __future__ import annotations
