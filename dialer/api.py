@@ -33,7 +33,7 @@ from dialer.errors import ApiError
 from dialer.policy import rules
 from dialer.state import controls, runs, suppression, tags
 from dialer.state.common import CampaignStateError
-from dialer.store import campaign_status, db
+from dialer.store import campaign_status, db, dialects
 from dialer.store.models import (
     Attempt,
     AttemptStatus,
@@ -407,7 +407,7 @@ def status(campaign_id: int, run: int | None = None) -> dict[str, Any]:
     conn = engine.raw_connection()
     try:
         return campaign_status.read(
-            conn.dbapi_connection, campaign_id, run, backend=engine.dialect.name
+            conn.dbapi_connection, campaign_id, run, driver=dialects.of_bind(engine).driver
         )
     finally:
         conn.close()

@@ -11,6 +11,7 @@ from dialer.policy import rules
 from dialer.state.common import CampaignStateError
 from dialer.state.runs import finish_run, start
 from dialer.state.withdraw import withdraw_all_queued
+from dialer.store import db
 from dialer.store.models import (
     Attempt,
     AttemptStatus,
@@ -95,6 +96,7 @@ def _reschedule_retries(session: Session, campaign: Campaign, batch: int = 5000)
     values = [
         {"id": cid, "due_at": rules.retry_at(campaign, ended), "ready_at": None, "reason": None}
         for cid, ended in rows
+        if ended is not None  # as the WHERE says
     ]
     for i in range(0, len(values), batch):
         session.execute(update(Contact), values[i : i + batch])
@@ -153,12 +155,14 @@ def complete_if_done(session: Session, campaign: Campaign, now: datetime) -> boo
     if busy is not None:
         return False
     done = (
-        session.execute(
-            update(Campaign)
-            .where(Campaign.id == campaign.id, Campaign.state == CampaignState.RUNNING)
-            .values(state=CampaignState.COMPLETED, finished_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        db.rowcount(
+            session.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign.id, Campaign.state == CampaignState.RUNNING)
+                .values(state=CampaignState.COMPLETED, finished_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        )
         == 1
     )
     if done:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from functools import lru_cache
-from typing import Any
+from typing import cast
 
 from sqlalchemy import (
-    ARRAY,
-    ColumnElement,
-    TextClause,
-    any_,
-    bindparam,
-    insert,
+    Table,
     select,
-    text,
-    update,
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
@@ -27,19 +18,22 @@ from dialer.carrier.events import STATUS_EVENTS, CallEvent
 from dialer.policy import rules
 from dialer.state.common import (
     GRACE,
+    AttemptRow,
+    ContactRow,
+    Row,
     adopt,
     campaign_of,
     count_finished,
     is_current,
-    is_postgres,
     lock,
     lock_in,
     log_ids,
 )
+from dialer.store import dialects
+from dialer.store.dialects.base import Queries
 from dialer.store.models import (
     Attempt,
     AttemptStatus,
-    Base,
     Campaign,
     CampaignState,
     Contact,
@@ -101,17 +95,18 @@ def apply_events(
     call_ids = sorted({e.call_id for e in events if e.call_id})
     tagged = sorted({e.attempt_id for e in events if e.attempt_id is not None})
     a_table, c_table = Attempt.__table__, Contact.__table__
-    among = _among if is_postgres(session) else _in_list
+    queries = dialects.of(session)
+    among = queries.among
     found = session.execute(
         select(a_table.c.id, a_table.c.contact_id, a_table.c.call_id).where(
             among(a_table.c.call_id, call_ids) | among(a_table.c.id, tagged)
         )
     ).all()
-    contacts: dict[int, _Row] = {}
-    rows: dict[int, _Row] = {}
+    contacts: dict[int, Row] = {}
+    rows: dict[int, Row] = {}
     if found:
         contacts = {
-            r.id: _Row(dict(zip(_CONTACT_COLUMNS, r, strict=True)))
+            r.id: Row(dict(zip(_CONTACT_COLUMNS, r, strict=True)))
             for r in session.execute(
                 select(*(c_table.c[name] for name in _CONTACT_COLUMNS))
                 .where(among(c_table.c.id, sorted({contact_id for _, contact_id, _ in found})))
@@ -122,7 +117,7 @@ def apply_events(
         mine = sorted({a for a, contact_id, _ in found if contact_id in contacts})
         if mine:
             rows = {
-                r.id: _Row(dict(zip(_ATTEMPT_COLUMNS, r, strict=True)))
+                r.id: Row(dict(zip(_ATTEMPT_COLUMNS, r, strict=True)))
                 for r in session.execute(
                     select(*(a_table.c[name] for name in _ATTEMPT_COLUMNS))
                     .where(among(a_table.c.id, mine))
@@ -174,45 +169,11 @@ def apply_events(
                 by_call[attempt.call_id] = attempt
         dispositions.append(disposition)
         stored.append(_event_row(event, attempt_id, disposition, received_at, applied_at))
-    _write_back(session, Attempt, rows.values())
-    _write_back(session, Contact, contacts.values())
-    _insert_events(session, stored)
+    _write_back(session, queries, Attempt, rows.values())
+    _write_back(session, queries, Contact, contacts.values())
+    if stored:
+        queries.insert_events(session, stored)
     return dispositions
-
-
-def _among(column: ColumnElement[Any], values: Sequence[object]) -> ColumnElement[bool]:
-    """``column = ANY(array)``: one parameter however many values, so the statement's
-    text is the same for every batch (an IN list of N values is a new statement for
-    psycopg to parse each time: 12% of apply_events)."""
-    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-
-
-def _in_list(column: ColumnElement[Any], values: Sequence[object]) -> ColumnElement[bool]:
-    return column.in_(values)
-
-
-_EVENT_COLUMNS = (
-    "attempt_id", "call_id", "event_type", "event_time", "received_at", "applied_at",
-    "disposition", "payload",
-)  # fmt: skip
-
-
-def _insert_events(session: Session, stored: list[dict[str, object]]) -> None:
-    """The batch's call_event rows: COPY on PostgreSQL (the payload as the JSON text
-    the receiver stored, when known), else a bulk insert."""
-    if not stored:
-        return
-    if not is_postgres(session):
-        for row in stored:
-            row.pop("raw", None)
-        session.execute(insert(CallEventRow.__table__), stored)
-        return
-    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY call_event ({', '.join(_EVENT_COLUMNS)}) FROM STDIN") as copy:
-        for row in stored:
-            raw = row.pop("raw", None)
-            row["payload"] = raw if raw is not None else json.dumps(row["payload"])
-            copy.write_row(tuple(row[c] for c in _EVENT_COLUMNS))
 
 
 # What apply_events reads and may change of a contact and an attempt (what _apply,
@@ -226,20 +187,6 @@ _ATTEMPT_COLUMNS = (
 )  # fmt: skip
 
 
-class _Row:
-    """A locked row's columns as attributes, for the state machine's functions (which
-    read and set attributes, as on a mapped object), remembering what it was: a batch
-    is applied to these and written back in one statement per shape of change, without
-    the ORM's per-object bookkeeping (half of apply_events' cost, PROFILE.md)."""
-
-    def __init__(self, values: dict[str, object]) -> None:
-        self.__dict__.update(values)
-        self._was = values
-
-    def changes(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k != "_was" and self._was.get(k, v) != v}
-
-
 # The columns apply_events may change, written back by _write_back.
 _WRITTEN = {
     "contact": ("status", "attempts", "due_at", "ready_at", "reason"),
@@ -250,53 +197,24 @@ _WRITTEN = {
 }  # fmt: skip
 
 
-@lru_cache(maxsize=4)
-def _write_back_sql(table_name: str) -> TextClause:
-    """One UPDATE of every changed row of the batch, from arrays (PostgreSQL)."""
-    from sqlalchemy.dialects import postgresql
-
-    table = Base.metadata.tables[table_name]
-    columns = _WRITTEN[table_name]
-    dialect = postgresql.dialect()
-    arrays = ", ".join(
-        f"CAST(:{c} AS {table.c[c].type.compile(dialect)}[])" for c in ("id", *columns)
-    )
-    sets = ", ".join(f"{c} = v.{c}" for c in columns)
-    return text(
-        f"UPDATE {table_name} AS t SET {sets} FROM unnest({arrays}) "
-        f"AS v(id, {', '.join(columns)}) WHERE t.id = v.id"
-    )
-
-
 def _write_back(
-    session: Session, model: type[Contact] | type[Attempt], rows: Iterable[_Row]
+    session: Session,
+    queries: Queries,
+    model: type[Contact] | type[Attempt],
+    rows: Iterable[Row],
 ) -> None:
-    """UPDATE the changed rows by primary key: on PostgreSQL in one statement over
-    arrays; elsewhere grouped by which columns changed, an executemany each."""
+    """UPDATE the changed rows by primary key (on PostgreSQL in one statement over
+    arrays; elsewhere grouped by which columns changed, an executemany each)."""
     changed = [(row, diff) for row in rows if (diff := row.changes())]
     for row, _ in changed:
         if (obj := session.identity_map.get(identity_key(model, row.id))) is not None:
             session.expire(obj)  # a mapped copy in this session is stale now
     if not changed:
         return
-    table = model.__table__
-    if is_postgres(session):
-        columns = _WRITTEN[table.name]
-        params = {c: [getattr(r, c) for r, _ in changed] for c in ("id", *columns)}
-        session.execute(_write_back_sql(table.name), params)
-        return
-    shapes: dict[tuple[str, ...], list[dict[str, object]]] = {}
-    for row, diff in changed:
-        shapes.setdefault(tuple(sorted(diff)), []).append(
-            {"_id": row.id, **{f"_{k}": v for k, v in diff.items()}}
-        )
-    for columns, params in shapes.items():
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("_id"))
-            .values({c: bindparam(f"_{c}") for c in columns}),
-            params,
-        )
+    table = cast(Table, model.__table__)
+    queries.write_back(
+        session, table, _WRITTEN[table.name], [(vars(row), diff) for row, diff in changed]
+    )
 
 
 def _event_row(
@@ -321,8 +239,8 @@ def _event_row(
 
 def _apply(
     session: Session,
-    contact: Contact,
-    attempt: Attempt,
+    contact: ContactRow,
+    attempt: AttemptRow,
     event: CallEvent,
     now: datetime,
     campaigns: dict[int, Campaign | None] | None = None,
@@ -361,7 +279,7 @@ def _apply(
     return "applied"
 
 
-def _unconfirmed(attempt: Attempt) -> bool:
+def _unconfirmed(attempt: AttemptRow) -> bool:
     return (
         attempt.hangup_cause == "NORMAL_CLEARING"
         and attempt.answered_at is None
@@ -382,7 +300,7 @@ def settle(session: Session, attempt_id: int, now: datetime) -> bool:
     return True
 
 
-def _outcome(attempt: Attempt) -> rules.Outcome:
+def _outcome(attempt: AttemptRow) -> rules.Outcome:
     return rules.outcome(
         answered=attempt.answered_at is not None,
         timed_out=attempt.timed_out_at is not None,
@@ -392,8 +310,8 @@ def _outcome(attempt: Attempt) -> rules.Outcome:
 
 def _finish(
     session: Session,
-    contact: Contact,
-    attempt: Attempt,
+    contact: ContactRow,
+    attempt: AttemptRow,
     now: datetime,
     campaigns: dict[int, Campaign | None] | None = None,
 ) -> None:
@@ -419,7 +337,7 @@ def _finish(
     contact.ready_at = step.ready_at
 
 
-def _revise(contact: Contact, attempt: Attempt) -> None:
+def _revise(contact: ContactRow, attempt: AttemptRow) -> None:
     """A late fact about an ended call: refresh its result; an answer upgrades the contact.
 
     Only ever forward: an answer that arrives after its hangup turns a scheduled retry (or

@@ -9,17 +9,20 @@ from sqlalchemy.orm import Session
 
 from dialer.state.common import GRACE, LIVE_RECHECK, adopt, count_finished, is_current, lock_in
 from dialer.state.events import apply_orphans
+from dialer.store import db
 from dialer.store.models import Attempt, AttemptStatus, ContactStatus
 
 
 def expire_leases(session: Session, now: datetime) -> int:
     """A claim whose worker vanished may or may not have sent: treat it as ambiguous."""
-    return session.execute(
-        update(Attempt)
-        .where(Attempt.status == AttemptStatus.SENDING, Attempt.lease_until < now)
-        .values(status=AttemptStatus.UNKNOWN, error="lease expired", lease_until=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    return db.rowcount(
+        session.execute(
+            update(Attempt)
+            .where(Attempt.status == AttemptStatus.SENDING, Attempt.lease_until < now)
+            .values(status=AttemptStatus.UNKNOWN, error="lease expired", lease_until=None)
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 def overdue_calls(session: Session, now: datetime, limit: int) -> list[tuple[int, str]]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dialer.state.common import is_postgres
+from dialer.store import dialects
 from dialer.store.models import (
     LIVE_ATTEMPT,
     Attempt,
@@ -23,78 +23,12 @@ def release_due(session: Session, campaign: Campaign, limit: int, now: datetime)
 
     ``FOR UPDATE SKIP LOCKED`` lets two ticks run at once without taking the same
     contact; the conditional UPDATE on ``status = 'pending'`` makes it safe on SQLite
-    (which has neither, and serialises writers instead).
+    (which has neither, and serialises writers instead). The statements are the
+    dialect's (``dialer.store.dialects``: on PostgreSQL one statement).
     """
     if limit <= 0:
         return []
-    if is_postgres(session):
-        # One statement: lock, insert the attempts, point the contacts at them.
-        made = session.scalars(
-            _RELEASE,
-            {"c": campaign.id, "now": now, "n": limit, "run": campaign.run or 1},
-        ).all()
-        return sorted(made)  # ids in insertion order, which is due order
-    ids = session.scalars(
-        select(Contact.id)
-        .where(
-            Contact.campaign_id == campaign.id,
-            Contact.status == ContactStatus.PENDING,
-            Contact.due_at <= now,
-        )
-        .order_by(Contact.due_at, Contact.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if not ids:
-        return []
-    claimed = session.execute(
-        update(Contact)
-        .where(Contact.id.in_(ids), Contact.status == ContactStatus.PENDING)
-        .values(status=ContactStatus.DIALING, due_at=None, ready_at=None)
-        .returning(Contact.id, Contact.attempts)
-        .execution_options(synchronize_session=False)
-    ).all()
-    if not claimed:
-        return []
-    created = session.execute(
-        insert(Attempt).returning(Attempt.id, Attempt.contact_id),
-        [
-            {
-                "contact_id": cid,
-                "campaign_id": campaign.id,
-                "number": made + 1,
-                "run": campaign.run or 1,
-                "status": AttemptStatus.QUEUED,
-                "queued_at": now,
-                "sends": 0,
-            }
-            for cid, made in claimed
-        ],
-    ).all()
-    session.execute(update(Contact), [{"id": cid, "last_attempt_id": aid} for aid, cid in created])
-    return [aid for aid, _ in created]
-
-
-_RELEASE = text(
-    """
-    WITH picked AS (
-        SELECT id, attempts, due_at FROM contact
-         WHERE campaign_id = :c AND status = 'pending' AND due_at <= :now
-         ORDER BY due_at, id
-         LIMIT :n
-           FOR UPDATE SKIP LOCKED
-    ), made AS (
-        INSERT INTO attempt (contact_id, campaign_id, number, run, status, queued_at, sends)
-        SELECT id, :c, attempts + 1, :run, 'queued', :now, 0 FROM picked ORDER BY due_at, id
-        RETURNING id, contact_id
-    )
-    UPDATE contact AS c
-       SET status = 'dialing', due_at = NULL, ready_at = NULL, last_attempt_id = made.id
-      FROM made
-     WHERE c.id = made.contact_id
-    RETURNING made.id
-    """
-)
+    return dialects.of(session).release_due(session, campaign.id, campaign.run or 1, limit, now)
 
 
 def has_due_work(session: Session, campaign_id: int, now: datetime) -> bool:

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dialer.policy import rules
@@ -17,7 +17,6 @@ from dialer.state.common import (
     adopt,
     count_finished,
     is_current,
-    is_postgres,
     lock,
     lock_in,
     log_ids,
@@ -25,6 +24,7 @@ from dialer.state.common import (
 from dialer.state.events import apply_orphans
 from dialer.state.tags import build_tag
 from dialer.state.withdraw import withdraw_all_queued, withdraw_for, withdraw_queued
+from dialer.store import db, dialects
 from dialer.store.models import (
     Attempt,
     AttemptStatus,
@@ -35,7 +35,6 @@ from dialer.store.models import (
     Result,
     Suppression,
 )
-from dialer.store.models import CallEvent as CallEventRow
 
 log = logging.getLogger(__name__)
 
@@ -150,61 +149,18 @@ def claim_batch(
         c = campaigns[cid]
         assert c is not None
         tags[aid] = build_tag(aid, cid, context or {}, c.tag_fields or [])
-    claimed = _claim(session, tags, now + lease, now)
+    claimed = dialects.of(session).claim(session, tags, now + lease, now)
     orders = []
     for aid, cid, contact_id, to, _ in ready:
         if aid not in claimed:
             continue
         c = campaigns[cid]
         assert c is not None
+        assert to is not None  # a contact without a valid number is never released
         orders.append(
             SendOrder(aid, cid, c.from_number, to, tags[aid], c.call_timeout, c.cps, contact_id)
         )
     return Claimed(orders, later)
-
-
-_CLAIM = text(
-    """
-    UPDATE attempt AS a
-       SET status = 'sending', lease_until = :lease, sends = a.sends + 1, sent_at = :now,
-           not_before = NULL, tag = v.tag
-      FROM unnest(CAST(:ids AS bigint[]), CAST(:tags AS text[])) AS v(id, tag)
-     WHERE a.id = v.id AND a.status = 'queued'
-    RETURNING a.id
-    """
-)
-
-
-def _claim(session: Session, tags: dict[int, str], lease: datetime, now: datetime) -> set[int]:
-    """Move the queued ones of these attempts to sending, each with its tag; return the
-    ids moved (a conditional write: an attempt another claim took is left out)."""
-    if is_postgres(session):
-        return set(
-            session.scalars(
-                _CLAIM, {"ids": list(tags), "tags": list(tags.values()), "lease": lease, "now": now}
-            ).all()
-        )
-    claimed = set(
-        session.scalars(
-            update(Attempt)
-            .where(Attempt.id.in_(list(tags)), Attempt.status == AttemptStatus.QUEUED)
-            .values(
-                status=AttemptStatus.SENDING,
-                lease_until=lease,
-                sends=Attempt.sends + 1,
-                sent_at=now,
-                not_before=None,
-            )
-            .returning(Attempt.id)
-            .execution_options(synchronize_session=False)
-        ).all()
-    )
-    if claimed:
-        session.execute(
-            update(Attempt).execution_options(synchronize_session=False),
-            [{"id": aid, "tag": tags[aid]} for aid in claimed],
-        )
-    return claimed
 
 
 def record_created(session: Session, attempt_id: int, call_id: str, now: datetime) -> None:
@@ -232,100 +188,19 @@ def record_created_many(
     session: Session, created: list[tuple[SendOrder, str]], now: datetime
 ) -> None:
     """Record a batch's created calls in one transaction: a conditional UPDATE each,
-    one for the contacts' counts. The contacts are locked first (the lock order is
-    contact, then attempt, everywhere); anything unusual (a callback adopted the call
-    first, orphan events wait for it, the attempt was reconciled meanwhile) goes the
-    careful way, through ``record_created``."""
+    one for the contacts' counts (on PostgreSQL three statements for the batch). The
+    contacts are locked first (the lock order is contact, then attempt, everywhere);
+    anything unusual (a callback adopted the call first, orphan events wait for it, the
+    attempt was reconciled meanwhile) goes the careful way, through ``record_created``."""
     if not created:
         return
-    if is_postgres(session):
-        _record_created_pg(session, created, now)
-        return
-    session.execute(
-        select(Contact.id)
-        .where(Contact.id.in_(sorted({o.contact_id for o, _ in created})))
-        .order_by(Contact.id)
-        .with_for_update()
-    ).all()
-    orphaned = set(
-        session.scalars(
-            select(CallEventRow.call_id).where(
-                CallEventRow.disposition == "orphan",
-                CallEventRow.call_id.in_([c for _, c in created]),
-            )
-        ).all()
-    )
-    counted = []
+    queries = dialects.of(session)
+    rows = []
     for order, call_id in created:
+        assert order.contact_id is not None  # claim_batch names each order's contact
         ring = timedelta(seconds=order.call_timeout or DEFAULT_CALL_TIMEOUT)
-        done = call_id not in orphaned and (
-            session.execute(
-                update(Attempt)
-                .where(
-                    Attempt.id == order.attempt_id,
-                    Attempt.call_id.is_(None),
-                    Attempt.status.in_([AttemptStatus.SENDING, AttemptStatus.UNKNOWN]),
-                )
-                .values(
-                    call_id=call_id,
-                    status=AttemptStatus.CREATED,
-                    created_at=now,
-                    lease_until=now + ring + GRACE,
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            == 1
-        )
-        if done:
-            counted.append(order.contact_id)
-        else:
-            record_created(session, order.attempt_id, call_id, now)
-    if counted:
-        session.execute(
-            update(Contact)
-            .where(Contact.id.in_(counted))
-            .values(attempts=Contact.attempts + 1)
-            .execution_options(synchronize_session=False)
-        )
-
-
-# The common case of record_created_many in one statement: every created call whose
-# attempt is still ours (sending, or unknown after a timeout) and has no call id yet,
-# and for which no event is waiting as an orphan. The rest go the careful way.
-_RECORD_CREATED = text(
-    """
-    UPDATE attempt AS a
-       SET call_id = v.call_id, status = 'created', created_at = :now, lease_until = v.lease
-      FROM unnest(CAST(:ids AS bigint[]), CAST(:calls AS varchar[]),
-                  CAST(:leases AS timestamptz[])) AS v(id, call_id, lease)
-     WHERE a.id = v.id AND a.call_id IS NULL AND a.status IN ('sending', 'unknown')
-       AND NOT EXISTS (SELECT 1 FROM call_event AS e
-                        WHERE e.call_id = v.call_id AND e.disposition = 'orphan')
-    RETURNING a.id, a.contact_id
-    """
-)
-_LOCK_CONTACTS = text("SELECT id FROM contact WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
-_COUNT_ATTEMPT = text("UPDATE contact SET attempts = attempts + 1 WHERE id = ANY(:ids)")
-
-
-def _record_created_pg(
-    session: Session, created: list[tuple[SendOrder, str]], now: datetime
-) -> None:
-    """record_created_many on PostgreSQL: three statements for the whole batch."""
-    session.execute(_LOCK_CONTACTS, {"ids": sorted({o.contact_id for o, _ in created})}).all()
-    ids, calls, leases = [], [], []
-    for order, call_id in created:
-        ring = timedelta(seconds=order.call_timeout or DEFAULT_CALL_TIMEOUT)
-        ids.append(order.attempt_id)
-        calls.append(call_id)
-        leases.append(now + ring + GRACE)
-    done = dict(
-        session.execute(
-            _RECORD_CREATED, {"now": now, "ids": ids, "calls": calls, "leases": leases}
-        ).all()
-    )
-    if done:
-        session.execute(_COUNT_ATTEMPT, {"ids": list(done.values())})
+        rows.append((order.attempt_id, order.contact_id, call_id, now + ring + GRACE))
+    done = queries.record_created(session, rows, now)
     rest = [(o, c) for o, c in created if o.attempt_id not in done]
     if not rest:
         return
@@ -333,8 +208,9 @@ def _record_created_pg(
     # early calls are answered before the batch ends): nothing left to record.
     adopted = set(
         session.execute(
-            text("SELECT id, call_id FROM attempt WHERE id = ANY(:ids)"),
-            {"ids": [o.attempt_id for o, _ in rest]},
+            select(Attempt.id, Attempt.call_id).where(
+                queries.among(Attempt.__table__.c.id, [o.attempt_id for o, _ in rest])
+            )
         ).all()
     )
     for order, call_id in rest:
@@ -364,18 +240,20 @@ def record_not_sent(session: Session, attempt_id: int, not_before: datetime, err
     Not an attempt on the person: it does not count against --max-attempts.
     """
     return (
-        session.execute(
-            update(Attempt)
-            .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.SENDING)
-            .values(
-                status=AttemptStatus.QUEUED,
-                not_before=not_before,
-                lease_until=None,
-                queued_at=not_before,
-                error=error,
+        db.rowcount(
+            session.execute(
+                update(Attempt)
+                .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.SENDING)
+                .values(
+                    status=AttemptStatus.QUEUED,
+                    not_before=not_before,
+                    lease_until=None,
+                    queued_at=not_before,
+                    error=error,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         == 1
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from dialer.store import db
 from dialer.store.models import Contact, ContactStatus, Suppression
 
 
@@ -42,4 +43,4 @@ def suppress_listed(session: Session, campaign_id: int | None = None) -> int:
     )
     if campaign_id is not None:
         stmt = stmt.where(Contact.campaign_id == campaign_id)
-    return session.execute(stmt).rowcount
+    return db.rowcount(session.execute(stmt))

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from dialer.policy import rules
 from dialer.state.common import NEVER_OPEN
-from dialer.store import campaign_status
+from dialer.store import campaign_status, db
 from dialer.store.campaign_status import WindowWait
 from dialer.store.models import Campaign, Contact, ContactStatus
 
@@ -30,21 +30,23 @@ def defer_closed(session: Session, campaign: Campaign, now: datetime) -> int:
         if rules.is_open(hours, rules.contact_zones(campaign, key), now):
             continue
         due = rules.when_due(campaign, key, now)
-        moved += session.execute(
-            update(Contact)
-            .where(
-                Contact.campaign_id == campaign.id,
-                Contact.status == ContactStatus.PENDING,
-                Contact.zones.is_(None) if key is None else Contact.zones == key,
-                Contact.due_at <= now,
+        moved += db.rowcount(
+            session.execute(
+                update(Contact)
+                .where(
+                    Contact.campaign_id == campaign.id,
+                    Contact.status == ContactStatus.PENDING,
+                    Contact.zones.is_(None) if key is None else Contact.zones == key,
+                    Contact.due_at <= now,
+                )
+                .values(
+                    ready_at=func.coalesce(Contact.ready_at, Contact.due_at),
+                    due_at=due.due_at,
+                    reason=NEVER_OPEN if due.never else None,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .values(
-                ready_at=func.coalesce(Contact.ready_at, Contact.due_at),
-                due_at=due.due_at,
-                reason=NEVER_OPEN if due.never else None,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
     return moved
 
 

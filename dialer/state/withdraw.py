@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from dialer.policy import rules
 from dialer.state.common import NEVER_OPEN, count_finished, is_current, lock_in
+from dialer.store import db
 from dialer.store.models import Attempt, AttemptStatus, Contact, ContactStatus
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,14 @@ def withdraw_all_queued(
         .values(**_released(now, cancelled))
         .execution_options(synchronize_session=False)
     )
-    withdrawn = session.execute(
-        update(Attempt)
-        .where(Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.QUEUED)
-        .values(**_withdrawn(now, cancelled))
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    withdrawn = db.rowcount(
+        session.execute(
+            update(Attempt)
+            .where(Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.QUEUED)
+            .values(**_withdrawn(now, cancelled))
+            .execution_options(synchronize_session=False)
+        )
+    )
     count_finished(session, AttemptStatus.WITHDRAWN, None, withdrawn)
 
 
