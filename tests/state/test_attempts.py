@@ -1,4 +1,5 @@
-"""The state machine on real PostgreSQL, each test in a rolled-back transaction."""
+"""The state machine on PostgreSQL and SQLite (tests/state/conftest.py), each test in a
+rolled-back transaction."""
 
 from __future__ import annotations
 
