@@ -10,7 +10,7 @@
 
 Every function opens and commits its own transaction and returns plain data (dicts,
 lists), so a script never handles sessions. Errors are ``ApiError`` (bad input, unknown
-campaign) or ``attempts.CampaignStateError`` (a control the campaign's state forbids),
+campaign) or ``dialer.state.common.CampaignStateError`` (a control the campaign's state forbids),
 each with a message that names what is wrong.
 """
 
@@ -31,9 +31,9 @@ from sqlalchemy.orm import Session
 from dialer import clock, importing, logs
 from dialer.errors import ApiError
 from dialer.policy import rules
-from dialer.state import attempts
-from dialer.state.attempts import CampaignStateError
-from dialer.store import campaign_status, db
+from dialer.state import controls, runs, suppression, tags
+from dialer.state.common import CampaignStateError
+from dialer.store import campaign_status, db, dialects
 from dialer.store.models import (
     Attempt,
     AttemptStatus,
@@ -74,7 +74,7 @@ EXPORT_COLUMNS = [
     "cause",
     "reason",
 ]
-RULE_FIELDS = attempts.RULE_FIELDS  # what ``update`` (and `campaign update`) can change
+RULE_FIELDS = controls.RULE_FIELDS  # what ``update`` (and `campaign update`) can change
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
 
@@ -112,7 +112,7 @@ def _check_options(
             f"--call-timeout must be 1 to 300 seconds (the carrier's limit), got {call_timeout}"
         )
     for name in tag_fields:
-        if name in attempts.RESERVED_TAG_KEYS:
+        if name in tags.RESERVED_TAG_KEYS:
             raise ApiError(
                 f"--tag-field {name!r} is reserved: the tag uses it for the attempt's identity"
             )
@@ -275,14 +275,14 @@ def _campaign(session: Session, campaign_id: int, *, lock: bool = False) -> Camp
 def start(campaign_id: int) -> dict[str, Any]:
     """Start (or resume) a campaign; its first calls go out within a second."""
     with db.session_scope() as session:
-        attempts.start(session, _campaign(session, campaign_id, lock=True), clock.now())
+        runs.start(session, _campaign(session, campaign_id, lock=True), clock.now())
     _release_now(campaign_id)
     return status(campaign_id)
 
 
 def resume(campaign_id: int) -> dict[str, Any]:
     with db.session_scope() as session:
-        attempts.resume(session, _campaign(session, campaign_id, lock=True), clock.now())
+        controls.resume(session, _campaign(session, campaign_id, lock=True), clock.now())
     _release_now(campaign_id)
     return status(campaign_id)
 
@@ -294,7 +294,7 @@ def pause(campaign_id: int, wait: float = 30.0) -> dict[str, Any]:
     for (at most ``wait`` seconds), since their requests may be on the wire.
     """
     with db.session_scope() as session:
-        attempts.pause(session, _campaign(session, campaign_id, lock=True), clock.now())
+        controls.pause(session, _campaign(session, campaign_id, lock=True), clock.now())
     _wait_for_sends(campaign_id, wait)
     return status(campaign_id)
 
@@ -302,7 +302,7 @@ def pause(campaign_id: int, wait: float = 30.0) -> dict[str, Any]:
 def cancel(campaign_id: int, wait: float = 30.0) -> dict[str, Any]:
     """Cancel; pending contacts become ``cancelled`` and no new call is created."""
     with db.session_scope() as session:
-        attempts.cancel(session, _campaign(session, campaign_id, lock=True), clock.now())
+        controls.cancel(session, _campaign(session, campaign_id, lock=True), clock.now())
     _wait_for_sends(campaign_id, wait)
     return status(campaign_id)
 
@@ -356,7 +356,7 @@ def update(
         }
         merged |= {k: v for k, v in given.items() if k in merged}
         _check_rules(**({k: v for k, v in given.items() if k not in merged} | merged))
-        changed = attempts.update_rules(session, campaign, given, clock.now())
+        changed = controls.update_rules(session, campaign, given, clock.now())
     if changed:
         log.info("campaign %s: rules changed: %s", campaign_id, ", ".join(changed))
         _release_now(campaign_id)
@@ -407,7 +407,7 @@ def status(campaign_id: int, run: int | None = None) -> dict[str, Any]:
     conn = engine.raw_connection()
     try:
         return campaign_status.read(
-            conn.dbapi_connection, campaign_id, run, backend=engine.dialect.name
+            conn.dbapi_connection, campaign_id, run, driver=dialects.of_bind(engine).driver
         )
     finally:
         conn.close()
@@ -539,7 +539,7 @@ def add_dnc(
             )
         except importing.ContactFileError as exc:
             raise ApiError(str(exc)) from None
-        suppressed = attempts.suppress_listed(session, campaign_id)
+        suppressed = suppression.suppress_listed(session, campaign_id)
     return {"added": added, "invalid": problems, "suppressed_contacts": suppressed}
 
 

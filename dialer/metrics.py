@@ -359,15 +359,14 @@ def read_store(client: Any) -> dict[Key, float]:
 
 def read_database() -> tuple[dict[str, int], dict[str, int]]:
     """(in-flight attempts by status, campaigns by state), cheaply (see the module doc)."""
-    from sqlalchemy import func, select, text
+    from sqlalchemy import func, select
 
-    from dialer.store import db
+    from dialer.store import db, dialects
     from dialer.store.models import Attempt, Campaign
 
     with db.session_scope() as session:
-        if session.get_bind().dialect.name == "postgresql":
-            # A scrape must never hold a connection for long, whatever the table holds.
-            session.execute(text("SET LOCAL statement_timeout = 2000"))
+        # A scrape must never hold a connection for long, whatever the table holds.
+        dialects.of(session).limit_statement_time(session, 2000)
         attempts = dict(
             session.execute(
                 select(Attempt.status, func.count())

@@ -2,7 +2,7 @@
 
 Each test writes to a Redis database number of its own and commits (``clean_db``). The
 rows the stream leaves are compared with a twin campaign whose events are applied one
-by one by ``attempts.apply_event``, the reference.
+by one by ``dialer.state.events.apply_event``, the reference.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from dialer.callbacks import eventstream
 from dialer.callbacks.receiver import PATH
 from dialer.carrier import events
 from dialer.dev.fleet import Fleet, RedisServer, free_port, wait_until
-from dialer.state import attempts
+from dialer.state import common, release, send
+from dialer.state import events as applying
 from dialer.store import db
 from dialer.store.models import Attempt, CallEvent, Campaign, CampaignState, Contact
 from dialer.worker.applier import Applier
@@ -54,9 +55,9 @@ def campaign_of_calls(n: int, prefix: str) -> tuple[int, list[tuple[int, str]]]:
         campaign = session.get(Campaign, report["id"])
         campaign.state = CampaignState.RUNNING
         session.flush()
-        for i, attempt_id in enumerate(attempts.release_due(session, campaign, n, now)):
-            assert attempts.claim_for_send(session, attempt_id, now, attempts.GRACE)
-            attempts.record_created(session, attempt_id, f"{prefix}-{i}", now)
+        for i, attempt_id in enumerate(release.release_due(session, campaign, n, now)):
+            assert send.claim_for_send(session, attempt_id, now, common.GRACE)
+            send.record_created(session, attempt_id, f"{prefix}-{i}", now)
             calls.append((attempt_id, f"{prefix}-{i}"))
     return report["id"], calls
 
@@ -81,7 +82,7 @@ def payloads(calls: list[tuple[int, str]]) -> list[dict]:
 def one_by_one(calls: list[tuple[int, str]]) -> None:
     for payload in payloads(calls):
         with db.session_scope() as session:
-            attempts.apply_event(session, events.parse(payload), clock.now(), clock.now())
+            applying.apply_event(session, events.parse(payload), clock.now(), clock.now())
 
 
 def outcome(campaign_id: int) -> list[tuple]:

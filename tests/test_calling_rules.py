@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 
 from dialer import api, clock
 from dialer.dev.simulator import Simulator
-from dialer.state import attempts
+from dialer.state import runs as run_state
 from dialer.store import db
 from dialer.store.models import (
     Attempt,
@@ -273,7 +273,7 @@ def test_a_schedule_starts_each_run_once_even_with_two_beats(sim: Simulator) -> 
     def beat() -> None:  # two beats' ticks, in two workers, at the same moment
         with db.session_scope() as session:
             barrier.wait()
-            started.append(attempts.start_due_runs(session, clock.now()))
+            started.append(run_state.start_due_runs(session, clock.now()))
 
     threads = [threading.Thread(target=beat) for _ in range(2)]
     for t in threads:

@@ -16,8 +16,9 @@ from sqlalchemy import text, update
 
 from dialer import api, clock, settings
 from dialer.dev.simulator import Simulator
-from dialer.state import attempts
+from dialer.state import windows
 from dialer.store import campaign_status, db, migrate
+from dialer.store.dialects import drivers
 from dialer.store.models import Attempt, Contact
 from tests.test_calling_rules import LA, NY, at, dial_all, queued
 
@@ -124,7 +125,7 @@ def test_on_sqlite_the_rows_are_counted(sqlite_db: str, tmp_path: Path) -> None:
         session.execute(
             text("UPDATE campaign SET state = 'running', run = 1 WHERE id = :c"), {"c": cid}
         )
-        attempts.defer_closed(session, api._campaign(session, cid), at(2026, 11, 27, 23, 30))
+        windows.defer_closed(session, api._campaign(session, cid), at(2026, 11, 27, 23, 30))
         session.execute(
             update(Contact).where(Contact.e164 == LA[0]).values(status="answered", attempts=1)
         )
@@ -171,9 +172,9 @@ def test_on_sqlite_the_rows_are_counted(sqlite_db: str, tmp_path: Path) -> None:
 
 
 def test_database_urls_become_driver_connections(tmp_path: Path) -> None:
-    conn, backend = campaign_status.connect(f"sqlite:///{tmp_path}/x.db?timeout=5")
-    assert backend == "sqlite"
+    conn, driver = drivers.connect(f"sqlite:///{tmp_path}/x.db?timeout=5")
+    assert driver.name == "sqlite"
     conn.close()
     assert (tmp_path / "x.db").exists()
     with pytest.raises(api.ApiError, match="no status reader"):
-        campaign_status.connect("mysql://u@h/db")
+        drivers.connect("mysql://u@h/db")

@@ -205,13 +205,13 @@ def test_a_push_back_is_counted_as_a_fleet_wait(sim: Simulator, recorder) -> Non
 
 
 def test_a_rolled_back_transaction_counts_no_finished_attempt(sim: Simulator, recorder) -> None:
-    from dialer.state import attempts
+    from dialer.state import send
 
     rec, _ = recorder
     [aid] = tasks.release(campaign_with(["+19197100003"]))
     with pytest.raises(RuntimeError), db.session_scope() as session:
-        attempts.claim_for_send(session, aid, clock.now(), timedelta(seconds=30))
-        attempts.record_refused(session, aid, "x", "refused", clock.now())
+        send.claim_for_send(session, aid, clock.now(), timedelta(seconds=30))
+        send.record_refused(session, aid, "x", "refused", clock.now())
         raise RuntimeError("the transaction fails after the attempt failed")
     assert rec.pending() == {}
 

@@ -20,7 +20,7 @@ from sqlalchemy import select, text, update
 
 from dialer import api, clock
 from dialer.dev.simulator import Simulator
-from dialer.state import attempts
+from dialer.state import windows
 from dialer.store import db, tally
 from dialer.store.models import Attempt, AttemptStatus, Contact, ContactStatus
 from dialer.worker import tasks
@@ -258,7 +258,7 @@ class _Rollback(Exception):
 
 def test_the_window_counted_from_the_tally_matches_counting_the_rows(sim: Simulator) -> None:
     """``status``'s window part (tallied pending contacts by zone key) against the
-    state machine's own count of the same (``attempts.window_wait``, over the rows)."""
+    state machine's own count of the same (``dialer.state.windows.window_wait``, over the rows)."""
     at(2026, 11, 27, 23, 30)  # New York 18:30 (shut), Los Angeles 15:30 (open)
     cid = api.create_campaign(
         "window",
@@ -274,7 +274,7 @@ def test_the_window_counted_from_the_tally_matches_counting_the_rows(sim: Simula
         st = api.status(cid)["window"]
         with db.session_scope() as session:
             campaign = api._campaign(session, cid)
-            expected = attempts.window_wait(session, campaign, now)
+            expected = windows.window_wait(session, campaign, now)
         assert st == {
             "waiting": expected.waiting,
             "next_opening": expected.next_opening and expected.next_opening.isoformat(),

@@ -18,7 +18,8 @@ from dialer.carrier import events
 from dialer.dev.fleet import wait_until
 from dialer.dev.simulator import Simulator
 from dialer.policy import pacing
-from dialer.state import attempts
+from dialer.state import common
+from dialer.state import events as applying
 from dialer.store import db
 from dialer.store.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
 from dialer.worker import tasks
@@ -122,15 +123,15 @@ def test_lost_claim_with_no_call_is_dialed_again(sim: Simulator) -> None:
     cid = campaign_with(["+19192000008"])
     [aid] = tasks.release(cid)
     with db.session_scope() as session:  # a worker claimed it and died before sending
-        from dialer.state import attempts
+        from dialer.state import reconcile, send
 
-        attempts.claim_for_send(session, aid, clock.now(), timedelta(seconds=1))
+        send.claim_for_send(session, aid, clock.now(), timedelta(seconds=1))
     later = clock.now() + timedelta(minutes=5)
     assert tasks.sweep.run() is not None
     with db.session_scope() as session:
-        from dialer.state import attempts
+        from dialer.state import reconcile, send
 
-        assert attempts.expire_leases(session, later) == 1
+        assert reconcile.expire_leases(session, later) == 1
     assert tasks.reconcile(later) == 1
     assert attempt(aid).status == AttemptStatus.WITHDRAWN
     assert contact_of(aid).status == "pending" and contact_of(aid).attempts == 0
@@ -182,7 +183,7 @@ def test_call_still_ringing_is_checked_again_later(sim: Simulator) -> None:
     later = clock.now() + timedelta(minutes=5)
     assert tasks.recover_overdue(later) == 0
     a = attempt(aid)
-    assert a.status == AttemptStatus.CREATED and a.lease_until >= later + attempts.GRACE
+    assert a.status == AttemptStatus.CREATED and a.lease_until >= later + common.GRACE
 
 
 def test_lost_answer_is_found_before_dialing_again(sim: Simulator) -> None:
@@ -223,7 +224,7 @@ def test_max_concurrent_caps_calls_in_flight(sim: Simulator) -> None:
     assert len(first) == 3
     assert tasks.release(cid) == [], "three calls are up: no room"
     with db.session_scope() as session:  # one call ends: its slot frees
-        attempts.apply_event(
+        applying.apply_event(
             session,
             events.parse(
                 {"eventType": "hangup", "callId": attempt(first[0]).call_id, "cause": "USER_BUSY"}

@@ -1,7 +1,7 @@
 """Rules: what a call's outcome means, and when a contact is dialed again.
 
 A reader asking "when is this number called again?" should find the whole answer here.
-The state machine in ``dialer.state.attempts`` asks these functions and applies the answer.
+The state machine in ``dialer.state`` asks these functions and applies the answer.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def outcome(*, answered: bool, timed_out: bool, hangup_cause: str | None) -> Out
     hangup before its answer, a timeout after its hangup, or an event twice all give the
     clean sequence's result. An answer wins over everything; a timeout means no answer.
     A hangup with NORMAL_CLEARING and no answer seen is counted as no answer, but only
-    once the carrier's own record of the call confirms it (``dialer.state.attempts`` holds
+    once the carrier's own record of the call confirms it (``dialer.state.events`` holds
     it until then); an answer that arrives later still upgrades the result.
     """
     cause = hangup_cause

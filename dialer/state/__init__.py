@@ -1,0 +1,40 @@
+"""The state machine: the only code that writes a campaign, contact or attempt status.
+
+Nothing else writes a status column.
+
+    contact   pending -> dialing -> answered | unanswered | failed | cancelled
+                  ^          |
+                  +----------+   (a retry: pending again, due after --retry-delay)
+
+    attempt   queued -> sending -> created -> answered -> ended
+                 |         |  \\                  (created/answered) -> ended
+                 |         |   -> unknown -> created | withdrawn     (reconciled)
+                 |         -> failed | queued (nothing created: try again later)
+                 -> withdrawn (paused or cancelled before it was sent)
+
+Every transition is a conditional write on the row's current status (or made under a
+row lock), so two workers, a repeated task or a repeated callback can never move a row
+twice. Callbacks only move an attempt forward; their facts (answered, timed out, hung
+up with a cause) accumulate, and the outcome is a function of the facts, so events in
+any order end in the same rows (``rules.outcome``).
+
+Functions take the caller's session and never commit: the caller owns the transaction.
+
+One module per family of transitions; the callers import the one that owns the function
+(``from dialer.state import release`` then ``release.release_due(...)``):
+
+    tags         the tag a call carries (build_tag)
+    release      due pending contacts -> queued attempts; has_due_work, backlog
+    send         claim queued attempts; record created / not sent / refused / ambiguous / stop
+    withdraw     queued attempts withdrawn before sending (pause, cancel, a rule that forbids)
+    suppression  the do-not-call lists (is_listed, suppress_listed)
+    reconcile    expired claims, overdue calls, ambiguous sends resolved
+    events       callback events applied (apply_events), orphans, settle
+    runs         start, recurring runs, archiving and finishing a run
+    windows      calling windows: due contacts wait for their opening
+    controls     update the rules, pause, resume, cancel, complete
+    common       what they share: locks (contact first, then attempt), counters, adopting a call
+
+Statements that differ between PostgreSQL and SQLite are asked of
+``dialer.store.dialects``: no module here tests which database it is on.
+"""

@@ -11,58 +11,25 @@ tallies its triggers keep (``dialer.store.tally``, migration 0003): contacts by 
 for pending ones, by time-zone key, for the calling-window part) and calls by run. On
 SQLite (the demo, trials: small) the rows are counted directly. Everything is read in
 one snapshot (on PostgreSQL one statement, one round trip), so the state, the counts
-and the calls agree.
+and the calls agree. The statements, one set per dialect, are in
+``dialer.store.dialects.drivers``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 from dialer import clock
 from dialer.errors import ApiError
+from dialer.store.dialects import drivers
+from dialer.store.dialects.drivers import Driver, Rows, decode_json
 from dialer.store.enums import ContactStatus
 
-__all__ = ["Reader", "WindowWait", "connect", "read", "window_wait"]
-
-_COLUMNS = (
-    'id, name, state, state_reason, from_number, "window", days, timezone, cps, '
-    "max_concurrent, max_attempts, retry_delay, call_timeout, schedule, run, zone_keys, "
-    "created_at, started_at, finished_at, next_run_at"
-)
-_RUN_COLUMNS = "number, scheduled_for, started_at, finished_at, summary"
-
-# PostgreSQL: everything in one statement, so one round trip (a loaded machine makes
-# each one wait for the server to be scheduled) and one snapshot (the state, the counts
-# and the calls agree). The contacts by (status, zone key of pending ones) and the calls
-# by run are the sums of the tallies the triggers keep (dialer.store.tally).
-_POSTGRESQL = f"""
-SELECT {_COLUMNS},
-    (SELECT coalesce(json_agg(json_build_array({_RUN_COLUMNS}) ORDER BY number), '[]')
-     FROM campaign_run WHERE campaign_id = c.id),
-    (SELECT coalesce(json_agg(json_build_array(run, n)), '[]') FROM (
-        SELECT run, sum(n) AS n FROM call_tally WHERE campaign_id = c.id GROUP BY run
-    ) AS calls),
-    (SELECT coalesce(json_agg(json_build_array(status, zones, n)), '[]') FROM (
-        SELECT status, zones, sum(n) AS n FROM contact_tally WHERE campaign_id = c.id
-        GROUP BY status, zones
-    ) AS contacts)
-FROM campaign AS c WHERE id = %s
-"""
-# SQLite (the demo, trials; small): the same rows counted from the tables, in one
-# transaction.
-_SQLITE = (
-    f"SELECT {_COLUMNS} FROM campaign WHERE id = ?",
-    f"SELECT {_RUN_COLUMNS} FROM campaign_run WHERE campaign_id = ? ORDER BY number",
-    "SELECT run, count(*) FROM attempt WHERE campaign_id = ? AND call_id IS NOT NULL GROUP BY run",
-    "SELECT status, CASE WHEN status = 'pending' THEN zones END, count(*) FROM contact "
-    "WHERE campaign_id = ? GROUP BY 1, 2",
-)
+__all__ = ["Reader", "WindowWait", "read", "window_wait"]
 
 
 @dataclass(frozen=True)
@@ -128,21 +95,15 @@ def read(
     campaign_id: int,
     run: int | None = None,
     *,
-    backend: str,
+    driver: Driver,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The status of a campaign (its current run, or past run ``run``) as ``api.status``
-    returns it. ``conn`` is a DB-API connection (psycopg 3 for ``backend``
-    "postgresql", sqlite3 for "sqlite") not in a transaction; it is left that way."""
-    if backend == "postgresql":
-        fetch = _fetch_postgresql
-    elif backend == "sqlite":
-        fetch = _fetch_sqlite
-    else:
-        raise ValueError(f"no status reader for {backend!r} databases")
+    returns it. ``conn`` is a DB-API connection of ``driver`` (``dialects.drivers``) not
+    in a transaction; it is left that way."""
     cursor = conn.cursor()
     try:
-        found = fetch(cursor, campaign_id)
+        found = driver.fetch_status(cursor, campaign_id)
     finally:
         cursor.close()
         conn.rollback()
@@ -151,32 +112,11 @@ def read(
     return _status(*found, campaign_id=campaign_id, run=run, now=now or clock.now())
 
 
-_Rows = list[Any]
-_Found = tuple[tuple[Any, ...], _Rows, _Rows, _Rows]  # campaign, runs, calls, contacts
-
-
-def _fetch_postgresql(cursor: Any, campaign_id: int) -> _Found | None:
-    cursor.execute(_POSTGRESQL, (campaign_id,))
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    *campaign, runs, calls, contacts = row
-    return tuple(campaign), _json(runs), _json(calls), _json(contacts)
-
-
-def _fetch_sqlite(cursor: Any, campaign_id: int) -> _Found | None:
-    cursor.execute("BEGIN")
-    campaign, runs, calls, contacts = (
-        cursor.execute(sql, (campaign_id,)).fetchall() for sql in _SQLITE
-    )
-    return (campaign[0], runs, calls, contacts) if campaign else None
-
-
 def _status(
     columns: tuple[Any, ...],
-    run_rows: _Rows,
-    call_rows: _Rows,
-    contact_rows: _Rows,
+    run_rows: Rows,
+    call_rows: Rows,
+    contact_rows: Rows,
     *,
     campaign_id: int,
     run: int | None,
@@ -184,12 +124,14 @@ def _status(
 ) -> dict[str, Any]:
     (*fields, zone_keys, created, started, finished, next_run) = columns
     campaign = Campaign(
-        *fields,
-        zone_keys=_json(zone_keys) or [],
-        created_at=_utc(created),
-        started_at=_utc(started),
-        finished_at=_utc(finished),
-        next_run_at=_utc(next_run),
+        *(
+            *fields,
+            decode_json(zone_keys) or [],
+            _utc(created),
+            _utc(started),
+            _utc(finished),
+            _utc(next_run),
+        )
     )
     runs = [
         {
@@ -197,7 +139,7 @@ def _status(
             "scheduled_for": _iso(_utc(scheduled)),
             "started_at": _iso(_utc(run_started)),
             "finished_at": _iso(_utc(run_finished)),
-            "contacts": _json(summary),
+            "contacts": decode_json(summary),
         }
         for number, scheduled, run_started, run_finished, summary in run_rows
     ]
@@ -273,11 +215,6 @@ def _by_status(counts: Mapping[str, int]) -> dict[str, int]:
     return {s.value: counts.get(s.value, 0) for s in ContactStatus}
 
 
-def _json(value: Any) -> Any:
-    """JSON columns: parsed by psycopg (jsonb), text on SQLite."""
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
 def _utc(value: Any) -> datetime | None:
     """Timestamps in UTC, as the models give them: psycopg returns them in the session's
     time zone, SQLite keeps naive UTC text."""
@@ -292,37 +229,7 @@ def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at is not None else None
 
 
-# ---------------------------------------------------------------- connecting
-
-
-def connect(url: str) -> tuple[Any, str]:
-    """A DB-API connection for a ``DIALER_DATABASE_URL`` (a SQLAlchemy URL), and its
-    backend: ``postgresql+psycopg://…`` becomes the libpq URI ``postgresql://…`` (the
-    query string passes through: libpq takes the same parameters), ``sqlite:///path``
-    the file SQLAlchemy would open."""
-    scheme, sep, rest = url.partition("://")
-    backend = scheme.split("+", 1)[0]
-    if sep and backend in ("postgresql", "postgres"):
-        import psycopg
-
-        # Autocommit: the one statement is its own snapshot; no BEGIN, no ROLLBACK.
-        return psycopg.connect("postgresql://" + rest, autocommit=True), "postgresql"
-    if sep and backend == "sqlite":
-        import sqlite3
-
-        path, _, query = rest.partition("?")
-        # sqlite:///relative.db, sqlite:////absolute.db; nothing: in memory.
-        path = path[1:] if path.startswith("/") else path
-        params = dict(parse_qsl(query))
-        uri = params.pop("uri", "").lower() in ("true", "1")
-        timeout = float(params.pop("timeout", 30))
-        for driver_only in ("check_same_thread", "isolation_level", "detect_types"):
-            params.pop(driver_only, None)
-        if uri and params:
-            path += "?" + urlencode(params)
-        conn = sqlite3.connect(path or ":memory:", timeout=timeout, uri=uri, isolation_level=None)
-        return conn, "sqlite"
-    raise ApiError(f"DIALER_DATABASE_URL: no status reader for {scheme!r} URLs")
+# ------------------------------------------------------ one connection, kept
 
 
 class Reader:
@@ -332,15 +239,15 @@ class Reader:
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: Any = None
-        self._backend = ""
+        self._driver: Driver | None = None
 
     def status(self, campaign_id: int, run: int | None = None) -> dict[str, Any]:
         for retry in (False, True):
-            if self._conn is None:
-                self._conn, self._backend = connect(self.url)
+            if self._conn is None or self._driver is None:
+                self._conn, self._driver = drivers.connect(self.url)
             try:
-                return read(self._conn, campaign_id, run, backend=self._backend)
-            except _connection_errors(self._backend):
+                return read(self._conn, campaign_id, run, driver=self._driver)
+            except self._driver.connection_errors():
                 self.close()
                 if retry:
                     raise
@@ -357,13 +264,3 @@ class Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _connection_errors(backend: str) -> tuple[type[BaseException], ...]:
-    if backend == "postgresql":
-        import psycopg
-
-        return (psycopg.OperationalError, psycopg.InterfaceError)
-    import sqlite3
-
-    return (sqlite3.OperationalError,)

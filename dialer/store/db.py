@@ -10,57 +10,22 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, event
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import QueuePool
 
 from dialer import settings
+from dialer.store import dialects
 
 log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        # One connection per process: SQLite lets one writer in at a time anyway, and
-        # threads queueing for the pool wake at once, where SQLite's busy handler sleeps.
-        engine = create_engine(
-            url,
-            connect_args={"timeout": 30, "check_same_thread": False},
-            poolclass=QueuePool,
-            pool_size=1,
-            max_overflow=0,
-            pool_timeout=120,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # Transactions are begun by hand below, not by the driver.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            # WAL lets the receiver's readers run beside a worker's writes.
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin_immediate(conn: Any) -> None:
-            # SQLite has no row locks: take the write lock at BEGIN, so a transaction
-            # that reads then writes waits its turn instead of failing with "locked".
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    # As many connections as a worker has threads, kept: a checkout above pool_size
-    # would open (and close) a PostgreSQL connection, a backend start each. No ping per
-    # checkout (it doubles the server's transactions): a connection lost to a server
-    # restart fails its statement, SQLAlchemy invalidates the pool, and the task's
-    # retry gets a fresh one. Recycled hourly against idle-connection killers.
-    size = settings.get().worker_threads + 4
-    return create_engine(url, pool_size=size, max_overflow=10, pool_recycle=3600)
+    """The process's engine for ``url``, made by its dialect (pool and connection set-up:
+    ``dialer.store.dialects``)."""
+    return dialects.for_url(url).create_engine(url)
 
 
 def engine() -> Engine:
@@ -90,7 +55,7 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
-def after_commit(session: Session, fn: Callable[[], None]) -> None:
+def after_commit(session: Session, fn: Callable[[], object]) -> None:
     """Run ``fn`` once the session's current transaction commits; drop it on rollback.
 
     Tasks are published this way so a worker never looks for a row that is not committed
@@ -114,3 +79,8 @@ def _run_after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_after_rollback(session: Session) -> None:
     session.info.pop("after_commit", None)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched (a DML statement's result is a cursor result)."""
+    return cast(CursorResult[Any], result).rowcount

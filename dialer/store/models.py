@@ -1,7 +1,7 @@
 """Tables: campaign, contact, attempt, call event, suppression.
 
 Statuses are plain strings checked by the enums of ``dialer.store.enums`` (re-exported here);
-only ``dialer.state.attempts`` and the campaign controls in ``dialer.campaigns`` write them.
+only ``dialer.state`` writes them (the state machine, campaign controls included).
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        # Stored in UTC: SQLite's DATETIME keeps the wall time and drops the zone (as it
+        # did when it was stripped here), PostgreSQL's timestamptz keeps the instant.
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:

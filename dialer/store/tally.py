@@ -24,16 +24,17 @@ and attempts along, their triggers bring its sums to zero, and compaction drops 
 (no foreign key: an FK check would take a KEY SHARE lock on the campaign row, which
 pause and cancel hold FOR UPDATE while they change contacts).
 
-On SQLite (the demo, trials) the tables exist but stay empty: ``dialer.status`` counts
-the rows there directly.
+On SQLite (the demo, trials) the tables exist but stay empty: ``dialer.store.campaign_status``
+counts the rows there directly. Whether to compact is the dialect's to say
+(``dialer.store.dialects``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy import Column, Connection, Index, Integer, String, Table, Text
+from sqlalchemy.orm import Session
 
-from sqlalchemy import Column, Index, Integer, String, Table, Text, text
-
+from dialer.store import dialects
 from dialer.store.models import Base, BigId
 
 contact_tally = Table(
@@ -57,11 +58,11 @@ call_tally = Table(
     Index("ix_call_tally_campaign", "campaign_id"),
 )
 
-# One statement per table: take every row of the campaigns that have more than one
+# PostgreSQL, one statement per table (run by dialects.postgresql): take every row of the campaigns that have more than one
 # row for a key, put back their sums (none where it is zero). Rows committed after
 # the statement's snapshot are not seen and stay; a row another compaction deleted
 # first is skipped. So the sums are the same before and after, whoever runs at once.
-_COMPACT = {
+COMPACT = {
     "contact_tally": """
         WITH d AS (
             DELETE FROM contact_tally
@@ -91,13 +92,12 @@ _COMPACT = {
 }
 
 
-def compact(conn: Any) -> int:
+def compact(conn: Session | Connection) -> int:
     """Fold the tallies into one row per key (the sweep calls this every 10 s).
 
     ``conn`` is a SQLAlchemy Session or Connection in the caller's transaction; it is
     not committed here. Returns the rows written back; 0 on SQLite (nothing is kept).
     """
-    bind = conn.get_bind() if hasattr(conn, "get_bind") else conn
-    if bind.dialect.name != "postgresql":
-        return 0
-    return sum(int(conn.execute(text(sql)).rowcount or 0) for sql in _COMPACT.values())
+    if isinstance(conn, Session):
+        return dialects.of(conn).compact_tallies(conn)
+    return dialects.of_bind(conn).compact_tallies(conn)

@@ -5,7 +5,7 @@ Each consumer thread loops: read up to ``BATCH`` entries (``XREADGROUP … BLOCK
 returns as soon as anything is there, so under load a batch is what arrived while the
 previous one was applied; a read that found only a few waits ``LINGER`` for more, since
 a transaction's fixed cost dwarfs a few events' work); apply them in ONE transaction
-through ``attempts.apply_events``; commit; then acknowledge and delete them. One thread
+through ``dialer.state.events.apply_events``; commit; then acknowledge and delete them. One thread
 of a process reads at a time while the others apply, so batches gather meanwhile.
 Consumers apply batches side by side, and a call's answer and hangup often fall in two
 of them: a batch skips the contacts another holds (``SKIP LOCKED``) and applies those
@@ -56,7 +56,7 @@ from dialer.callbacks.eventstream import (
     stream,
 )
 from dialer.carrier import events
-from dialer.state import attempts
+from dialer.state import events as applying
 from dialer.store import db
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def _one_failed(entry: Entry, exc: BaseException, done: list[str]) -> tuple[list
 def _apply(items: list[Item], *, skip_locked: bool) -> list[Item]:
     """One transaction; returns the items deferred (their contacts were busy)."""
     with db.session_scope() as session:
-        dispositions = attempts.apply_events(
+        dispositions = applying.apply_events(
             session, [i[1] for i in items], [i[2] for i in items], clock.now(),
             skip_locked=skip_locked,
         )  # fmt: skip

@@ -38,7 +38,11 @@ from dialer.carrier.catapult import (
     InvalidCallRequest,
 )
 from dialer.policy import pacing, rules
-from dialer.state import attempts
+from dialer.state import common, controls, runs, windows
+from dialer.state import events as applying
+from dialer.state import reconcile as reconciling
+from dialer.state import release as releasing
+from dialer.state import send as sending
 from dialer.store import db, tally
 from dialer.store.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
 from dialer.worker import applier
@@ -58,8 +62,8 @@ MAX_COUNTDOWN = 30.0
 LATE_SLOT = 0.02  # seconds past its slot a send may still go
 RECORD_EVERY = 0.5  # seconds: a batch records the calls it created at least this often
 STALE_QUEUED = timedelta(seconds=30)  # queued this long and nobody ran it: publish again
-RECONCILE_MARGIN = attempts.GRACE
-DEFAULT_CALL_TIMEOUT = attempts.DEFAULT_CALL_TIMEOUT
+RECONCILE_MARGIN = common.GRACE
+DEFAULT_CALL_TIMEOUT = common.DEFAULT_CALL_TIMEOUT
 UNCONFIRMED_LIMIT = timedelta(minutes=10)  # a held hangup is settled without the carrier
 
 _retry_db = {"autoretry_for": (DBAPIError,), "retry_backoff": True, "max_retries": 8}
@@ -128,13 +132,13 @@ def tick() -> None:
     now = clock.now()
     with db.session_scope() as session:
         # Recurring campaigns whose next occurrence has come start their next run.
-        attempts.start_due_runs(session, now)
+        runs.start_due_runs(session, now)
     with db.session_scope() as session:
         running = session.execute(
             select(Campaign.id, Campaign.cps).where(Campaign.state == CampaignState.RUNNING)
         ).all()
         # Campaigns with work to send now share the account in proportion to --cps.
-        busy = {cid: cps for cid, cps in running if attempts.has_due_work(session, cid, now)}
+        busy = {cid: cps for cid, cps in running if releasing.has_due_work(session, cid, now)}
     shares = pacing.fair_shares(settings.get().account_cps, busy) if busy else {}
     if shares:
         pacer().set_shares(shares)
@@ -158,13 +162,13 @@ def release(campaign_id: int, share: float | None = None, limit: int | None = No
         ).one_or_none()
         if campaign is None or campaign.state != CampaignState.RUNNING:
             return []
-        if attempts.complete_if_done(session, campaign, now):
+        if controls.complete_if_done(session, campaign, now):
             log.info("campaign %s completed", campaign_id, extra={"campaign": campaign_id})
             return []
         # Due contacts whose calling window is shut wait (in the table) for it to open.
-        attempts.defer_closed(session, campaign, now)
+        windows.defer_closed(session, campaign, now)
         rate = min(s.account_cps, s.number_cps, share or campaign.cps or float("inf"))
-        queued, claimed, live = attempts.backlog(session, campaign_id)
+        queued, claimed, live = releasing.backlog(session, campaign_id)
         # Queued attempts will be live calls soon: they take concurrency room too.
         room = campaign.max_concurrent - live - queued if campaign.max_concurrent else None
         # HORIZON seconds of work, capped before the backlog is counted, so an unpaced
@@ -177,7 +181,7 @@ def release(campaign_id: int, share: float | None = None, limit: int | None = No
         )
         if limit is not None:
             budget = min(budget, limit)
-        ids = attempts.release_due(session, campaign, budget, now)
+        ids = releasing.release_due(session, campaign, budget, now)
         if ids:
             size = batch_size(rate)
             db.after_commit(
@@ -213,11 +217,11 @@ def dial_batch(attempt_ids: list[int]) -> None:
     with db.session_scope() as session:
         # Re-checks campaign state, do-not-call lists and calling windows just before
         # sending (withdraws what may no longer go).
-        claimed = attempts.claim_batch(session, attempt_ids, clock.now(), lease)
+        claimed = sending.claim_batch(session, attempt_ids, clock.now(), lease)
     now = clock.now()
     for attempt_id, not_before in claimed.later:
         publish_dial(attempt_id, (not_before - now).total_seconds())
-    created: list[tuple[attempts.SendOrder, str]] = []
+    created: list[tuple[sending.SendOrder, str]] = []
     shares: dict[int, float | None] = {}
     recorded_at = time.monotonic()
     try:
@@ -248,12 +252,12 @@ def dial_batch(attempt_ids: list[int]) -> None:
 
 def _give_back(attempt_ids: list[int], wait: float) -> None:
     with db.session_scope() as session:
-        back = attempts.unclaim(session, attempt_ids)
+        back = sending.unclaim(session, attempt_ids)
         if back:
             db.after_commit(session, lambda: publish_dials(back, wait))
 
 
-def _record_created(created: list[tuple[attempts.SendOrder, str]]) -> None:
+def _record_created(created: list[tuple[sending.SendOrder, str]]) -> None:
     """One transaction for a batch's calls; a deadlock or a dropped connection is retried
     here, not by re-running the task (whose calls are already made)."""
     if not created:
@@ -261,7 +265,7 @@ def _record_created(created: list[tuple[attempts.SendOrder, str]]) -> None:
     for tries in range(5):
         try:
             with db.session_scope() as session:
-                attempts.record_created_many(session, created, clock.now())
+                sending.record_created_many(session, created, clock.now())
             return
         except DBAPIError as exc:
             if tries == 4:
@@ -272,7 +276,7 @@ def _record_created(created: list[tuple[attempts.SendOrder, str]]) -> None:
 
 
 def take_slot(
-    order: attempts.SendOrder, shares: dict[int, float | None] | None = None
+    order: sending.SendOrder, shares: dict[int, float | None] | None = None
 ) -> float | None:
     """Wait for this call's slot in the fleet-wide pace; None when it is time to send,
     else how long to come back after. A slot missed by more than half an interval (at
@@ -310,7 +314,7 @@ def take_slot(
     return None
 
 
-def send(order: attempts.SendOrder, *, record: bool = True) -> str | None:
+def send(order: sending.SendOrder, *, record: bool = True) -> str | None:
     """Create the call for a claimed attempt; return its id, recorded unless
     ``record`` is False (the caller records a batch at once). Refusals and errors are
     recorded here, each in its own transaction; they return None."""
@@ -328,7 +332,7 @@ def send(order: attempts.SendOrder, *, record: bool = True) -> str | None:
         call_id = carrier().create_call(request)
     except InvalidCallRequest as exc:
         with db.session_scope() as session:
-            attempts.record_refused(
+            sending.record_refused(
                 session, order.attempt_id, "invalid-request", str(exc), clock.now()
             )
         return None
@@ -338,7 +342,7 @@ def send(order: attempts.SendOrder, *, record: bool = True) -> str | None:
     metrics.call_created()
     if record:
         with db.session_scope() as session:
-            attempts.record_created(session, order.attempt_id, call_id, clock.now())
+            sending.record_created(session, order.attempt_id, call_id, clock.now())
     return call_id
 
 
@@ -354,7 +358,7 @@ def _callback_urls(s: settings.Settings) -> tuple[str, str]:
     return urls[1]
 
 
-def _record_error(order: attempts.SendOrder, exc: CarrierError) -> None:
+def _record_error(order: sending.SendOrder, exc: CarrierError) -> None:
     now = clock.now()
     metrics.carrier_error(exc)
     log.warning(
@@ -370,21 +374,21 @@ def _record_error(order: attempts.SendOrder, exc: CarrierError) -> None:
             else:
                 sends = session.scalar(select(Attempt.sends).where(Attempt.id == order.attempt_id))
                 delay = rules.resend_delay(sends or 1)
-            if attempts.record_not_sent(
+            if sending.record_not_sent(
                 session, order.attempt_id, now + timedelta(seconds=delay), str(exc)
             ):
                 db.after_commit(session, lambda: publish_dial(order.attempt_id, delay))
         elif exc.action is Action.PERMANENT:
-            attempts.record_refused(
+            sending.record_refused(
                 session, order.attempt_id, exc.code or str(exc.status), str(exc), now
             )
         elif exc.action is Action.STOP:
             log.error(
                 "campaign %s paused: the carrier refuses the account (%s)", order.campaign_id, exc
             )
-            attempts.record_stop(session, order.attempt_id, f"carrier: {exc}", now)
+            sending.record_stop(session, order.attempt_id, f"carrier: {exc}", now)
         else:  # AMBIGUOUS, DUPLICATE: the call may exist
-            attempts.record_ambiguous(session, order.attempt_id, str(exc))
+            sending.record_ambiguous(session, order.attempt_id, str(exc))
 
 
 # ------------------------------------------------------------------------ callbacks
@@ -405,7 +409,7 @@ def apply_event(payload: dict[str, Any], received_at: str) -> str:
         metrics.event_applied("malformed", None)
         return "malformed"
     with logs.bound(attempt=event.attempt_id), db.session_scope() as session:
-        disposition = attempts.apply_event(
+        disposition = applying.apply_event(
             session, event, datetime.fromisoformat(received_at), clock.now()
         )
     metrics.event_applied(disposition, received_at)  # committed: the lag ends here
@@ -420,12 +424,12 @@ def sweep() -> dict[str, int]:
     now = clock.now()
     report: dict[str, int] = {}
     with db.session_scope() as session:
-        report["leases_expired"] = attempts.expire_leases(session, now)
+        report["leases_expired"] = reconciling.expire_leases(session, now)
     report["republished"] = republish_stale(now)
     report["reconciled"] = reconcile(now)
     report["calls_recovered"] = recover_overdue(now)
     with db.session_scope() as session:
-        report["orphans_adopted"] = attempts.adopt_orphans(session, now, timedelta(seconds=5))
+        report["orphans_adopted"] = applying.adopt_orphans(session, now, timedelta(seconds=5))
     with db.session_scope() as session:
         tally.compact(session)  # status counts: one row per key again (dialer.store.tally)
     if any(report.values()):
@@ -498,7 +502,7 @@ def reconcile(now: datetime, limit: int = 200) -> int:
             )
             continue
         with db.session_scope() as session:
-            attempts.resolve_unknown(session, attempt_id, call_id, clock.now())
+            reconciling.resolve_unknown(session, attempt_id, call_id, clock.now())
         settled += 1
     return settled
 
@@ -508,7 +512,7 @@ def recover_overdue(now: datetime, limit: int = 200) -> int:
     (a broker restart, a receiver outage longer than the carrier's retries). Read each
     call from the carrier; a finished one is settled from the events it lists."""
     with db.session_scope() as session:
-        overdue = attempts.overdue_calls(session, now, limit)
+        overdue = reconciling.overdue_calls(session, now, limit)
     recovered = 0
     for attempt_id, call_id in overdue:
         try:
@@ -527,19 +531,19 @@ def recover_overdue(now: datetime, limit: int = 200) -> int:
                 extra={"attempt": attempt_id},
             )
             with db.session_scope() as session:
-                attempts.check_again(session, attempt_id, now)
+                reconciling.check_again(session, attempt_id, now)
                 # A hangup held for confirmation is not held forever.
                 if _held_since(session, attempt_id) < now - UNCONFIRMED_LIMIT:
-                    attempts.settle(session, attempt_id, now)
+                    applying.settle(session, attempt_id, now)
             continue
         with db.session_scope() as session:
             if call.get("state") in ("completed", "rejected"):
                 for event in events.from_call(call, log_):
-                    attempts.apply_event(session, event, now, now)
-                attempts.settle(session, attempt_id, now)
+                    applying.apply_event(session, event, now, now)
+                applying.settle(session, attempt_id, now)
                 recovered += 1
             else:
-                attempts.check_again(session, attempt_id, now)
+                reconciling.check_again(session, attempt_id, now)
     return recovered
 
 

@@ -1,4 +1,5 @@
-"""The state machine on real PostgreSQL, each test in a rolled-back transaction."""
+"""The state machine on PostgreSQL and SQLite (tests/state/conftest.py), each test in a
+rolled-back transaction."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dialer.carrier.events import CallEvent, parse
-from dialer.state import attempts
+from dialer.state import controls, events, reconcile, release, send, suppression, tags
 from dialer.store.models import (
     Attempt,
     AttemptStatus,
@@ -60,11 +61,11 @@ def make_campaign(session: Session, n: int = 3, **options) -> Campaign:
 
 def sent_attempt(session: Session, campaign: Campaign, call_id: str | None = "c-1") -> Attempt:
     """Release, claim and (unless call_id is None) record one created call."""
-    [aid] = attempts.release_due(session, campaign, 1, T0)
-    order = attempts.claim_for_send(session, aid, T0, LEASE)
+    [aid] = release.release_due(session, campaign, 1, T0)
+    order = send.claim_for_send(session, aid, T0, LEASE)
     assert order is not None
     if call_id is not None:
-        attempts.record_created(session, aid, call_id, T0)
+        send.record_created(session, aid, call_id, T0)
     return session.get(Attempt, aid)
 
 
@@ -90,7 +91,7 @@ def event(
 
 
 def apply(session: Session, ev: CallEvent, now: datetime = T0) -> str:
-    return attempts.apply_event(session, ev, now, now)
+    return events.apply_event(session, ev, now, now)
 
 
 def rows(session: Session, attempt: Attempt) -> tuple:
@@ -120,30 +121,30 @@ def test_release_takes_due_pending_contacts_once(session: Session) -> None:
     campaign = make_campaign(session, n=5)
     later = session.scalars(select(Contact).where(Contact.row == 5)).one()
     later.due_at = T0 + timedelta(hours=1)
-    first = attempts.release_due(session, campaign, 3, T0)
-    second = attempts.release_due(session, campaign, 10, T0)
+    first = release.release_due(session, campaign, 3, T0)
+    second = release.release_due(session, campaign, 10, T0)
     assert len(first) == 3 and len(second) == 1, "the contact due later is not released"
     contacts = session.scalars(select(Contact).order_by(Contact.row)).all()
     assert [c.status for c in contacts] == ["dialing"] * 4 + ["pending"]
     assert {c.last_attempt_id for c in contacts[:4]} == set(first + second)
-    assert attempts.release_due(session, campaign, 10, T0) == []
+    assert release.release_due(session, campaign, 10, T0) == []
 
 
 def test_claim_is_exclusive(session: Session) -> None:
     campaign = make_campaign(session, n=1)
-    [aid] = attempts.release_due(session, campaign, 1, T0)
-    order = attempts.claim_for_send(session, aid, T0, LEASE)
+    [aid] = release.release_due(session, campaign, 1, T0)
+    order = send.claim_for_send(session, aid, T0, LEASE)
     assert order is not None and order.to == "+19195551000"
     assert json.loads(order.tag) == {"attempt": aid, "campaign": campaign.id, "name": "n0"}
-    assert attempts.claim_for_send(session, aid, T0, LEASE) is None, "claimed twice"
+    assert send.claim_for_send(session, aid, T0, LEASE) is None, "claimed twice"
 
 
 def test_claim_on_paused_campaign_withdraws_and_contact_waits(session: Session) -> None:
     campaign = make_campaign(session, n=1)
-    [aid] = attempts.release_due(session, campaign, 1, T0)
+    [aid] = release.release_due(session, campaign, 1, T0)
     campaign.state = CampaignState.PAUSED
     session.flush()
-    assert attempts.claim_for_send(session, aid, T0, LEASE) is None
+    assert send.claim_for_send(session, aid, T0, LEASE) is None
     session.expire_all()
     assert session.get(Attempt, aid).status == AttemptStatus.WITHDRAWN
     contact = session.scalars(select(Contact)).one()
@@ -152,20 +153,20 @@ def test_claim_on_paused_campaign_withdraws_and_contact_waits(session: Session) 
 
 def test_pause_withdraws_queued_work_and_resume_releases_it(session: Session) -> None:
     campaign = make_campaign(session, n=2)
-    ids = attempts.release_due(session, campaign, 2, T0)
-    attempts.pause(session, campaign, T0)
+    ids = release.release_due(session, campaign, 2, T0)
+    controls.pause(session, campaign, T0)
     session.expire_all()
     assert {session.get(Attempt, i).status for i in ids} == {AttemptStatus.WITHDRAWN}
-    attempts.resume(session, campaign, T0)
-    again = attempts.release_due(session, campaign, 5, T0)
+    controls.resume(session, campaign, T0)
+    again = release.release_due(session, campaign, 5, T0)
     assert len(again) == 2
 
 
 def test_cancel_cancels_waiting_contacts_and_unanswered_calls(session: Session) -> None:
     campaign = make_campaign(session, n=3)
     live = sent_attempt(session, campaign, "c-live")
-    queued = attempts.release_due(session, campaign, 1, T0)
-    attempts.cancel(session, campaign, T0)
+    queued = release.release_due(session, campaign, 1, T0)
+    controls.cancel(session, campaign, T0)
     statuses = [c.status for c in session.scalars(select(Contact).order_by(Contact.row))]
     assert statuses == ["dialing", "cancelled", "cancelled"]
     assert session.get(Attempt, queued[0]).status == AttemptStatus.WITHDRAWN
@@ -272,7 +273,7 @@ def test_tagged_event_before_create_response_adopts_the_call(session: Session) -
     campaign = make_campaign(session, n=1)
     attempt = sent_attempt(session, campaign, call_id=None)
     assert apply(session, event("answer", "c-early", attempt_id=attempt.id)) == "applied"
-    attempts.record_created(session, attempt.id, "c-early", T0)  # the response, late
+    send.record_created(session, attempt.id, "c-early", T0)  # the response, late
     apply(session, event("hangup", "c-early", "NORMAL_CLEARING"))
     status, result, _, call_id, *_, c_status, _, made, _ = rows(session, attempt)
     assert (status, result, call_id, c_status, made) == (
@@ -289,7 +290,7 @@ def test_untagged_event_before_create_response_waits_as_orphan(session: Session)
     attempt = sent_attempt(session, campaign, call_id=None)
     assert apply(session, event("hangup", "c-x", "USER_BUSY")) == "orphan"
     assert rows(session, attempt)[0] == AttemptStatus.SENDING, "an orphan changes no row"
-    attempts.record_created(session, attempt.id, "c-x", T0)
+    send.record_created(session, attempt.id, "c-x", T0)
     assert rows(session, attempt)[:2] == ("ended", "busy")
     dispositions = session.scalars(select(CallEventRow.disposition)).all()
     assert dispositions == ["applied"]
@@ -308,13 +309,13 @@ def test_recording_a_batch_ends_as_recording_each_alone(session: Session) -> Non
         orders = {o.attempt_id: o for o in _orders(session, sent)}
         apply(session, event("answer", "c-b", attempt_id=sent[1].id))  # adopted first
         apply(session, event("hangup", "c-c", "USER_BUSY"))  # orphan until recorded
-        attempts.expire_leases(session, T0 + LEASE + timedelta(seconds=1))  # unknown
+        reconcile.expire_leases(session, T0 + LEASE + timedelta(seconds=1))  # unknown
         created = [(orders[a.id], f"c-{k}") for a, k in zip(sent, "abcd", strict=True)]
         if batched:
-            attempts.record_created_many(session, created, T0)
+            send.record_created_many(session, created, T0)
         else:
             for order, call_id in created:
-                attempts.record_created(session, order.attempt_id, call_id, T0)
+                send.record_created(session, order.attempt_id, call_id, T0)
         got = [rows(session, a) for a in sent]
         nested.rollback()
         return got
@@ -329,10 +330,10 @@ def test_recording_a_batch_ends_as_recording_each_alone(session: Session) -> Non
     ]
 
 
-def _orders(session: Session, sent: list[Attempt]) -> list[attempts.SendOrder]:
+def _orders(session: Session, sent: list[Attempt]) -> list[send.SendOrder]:
     """What the claim handed the worker for these (already claimed) attempts."""
     return [
-        attempts.SendOrder(a.id, a.campaign_id, "+19195550000", "+19195551000", a.tag or "",
+        send.SendOrder(a.id, a.campaign_id, "+19195550000", "+19195551000", a.tag or "",
                            None, None, a.contact_id)
         for a in sent
     ]  # fmt: skip
@@ -362,24 +363,24 @@ def test_not_sent_requeues_without_counting(session: Session) -> None:
     campaign = make_campaign(session, n=1)
     attempt = sent_attempt(session, campaign, call_id=None)
     later = T0 + timedelta(seconds=5)
-    assert attempts.record_not_sent(session, attempt.id, later, "503 unavailable")
-    assert attempts.claim_for_send(session, attempt.id, T0, LEASE) is None, "not before its time"
-    assert attempts.claim_for_send(session, attempt.id, later, LEASE) is not None
+    assert send.record_not_sent(session, attempt.id, later, "503 unavailable")
+    assert send.claim_for_send(session, attempt.id, T0, LEASE) is None, "not before its time"
+    assert send.claim_for_send(session, attempt.id, later, LEASE) is not None
     assert rows(session, attempt)[9] == 0
 
 
 def test_refused_destination_fails_the_contact(session: Session) -> None:
     campaign = make_campaign(session, n=1)
     attempt = sent_attempt(session, campaign, call_id=None)
-    attempts.record_refused(session, attempt.id, "invalid-call-to-number", "403 forbidden", T0)
+    send.record_refused(session, attempt.id, "invalid-call-to-number", "403 forbidden", T0)
     assert rows(session, attempt)[7] == ContactStatus.FAILED
 
 
 def test_stop_pauses_the_campaign_and_keeps_the_contact(session: Session) -> None:
     campaign = make_campaign(session, n=2)
     attempt = sent_attempt(session, campaign, call_id=None)
-    other = attempts.release_due(session, campaign, 1, T0)
-    attempts.record_stop(session, attempt.id, "carrier: 403 credit", T0)
+    other = release.release_due(session, campaign, 1, T0)
+    send.record_stop(session, attempt.id, "carrier: 403 credit", T0)
     session.expire_all()
     assert session.get(Campaign, campaign.id).state == CampaignState.PAUSED
     assert session.get(Attempt, other[0]).status == AttemptStatus.WITHDRAWN
@@ -389,37 +390,37 @@ def test_stop_pauses_the_campaign_and_keeps_the_contact(session: Session) -> Non
 def test_unknown_resolved_as_absent_is_dialed_again_uncounted(session: Session) -> None:
     campaign = make_campaign(session, n=1)
     attempt = sent_attempt(session, campaign, call_id=None)
-    attempts.record_ambiguous(session, attempt.id, "read timeout")
-    attempts.resolve_unknown(session, attempt.id, None, T0)
+    send.record_ambiguous(session, attempt.id, "read timeout")
+    reconcile.resolve_unknown(session, attempt.id, None, T0)
     assert rows(session, attempt)[0] == AttemptStatus.WITHDRAWN
     assert rows(session, attempt)[7:10] == (ContactStatus.PENDING, T0, 0)
-    assert len(attempts.release_due(session, campaign, 1, T0)) == 1
+    assert len(release.release_due(session, campaign, 1, T0)) == 1
 
 
 def test_unknown_resolved_as_found_adopts_the_call(session: Session) -> None:
     campaign = make_campaign(session, n=1)
     attempt = sent_attempt(session, campaign, call_id=None)
-    attempts.record_ambiguous(session, attempt.id, "read timeout")
-    attempts.resolve_unknown(session, attempt.id, "c-found", T0)
+    send.record_ambiguous(session, attempt.id, "read timeout")
+    reconcile.resolve_unknown(session, attempt.id, "c-found", T0)
     assert rows(session, attempt)[0:4:3] == (AttemptStatus.CREATED, "c-found")
 
 
 def test_expired_lease_becomes_unknown_not_a_new_dial(session: Session) -> None:
     campaign = make_campaign(session, n=1)
     attempt = sent_attempt(session, campaign, call_id=None)
-    assert attempts.expire_leases(session, T0 + LEASE / 2) == 0
-    assert attempts.expire_leases(session, T0 + 2 * LEASE) == 1
+    assert reconcile.expire_leases(session, T0 + LEASE / 2) == 0
+    assert reconcile.expire_leases(session, T0 + 2 * LEASE) == 1
     assert rows(session, attempt)[0] == AttemptStatus.UNKNOWN
-    assert attempts.release_due(session, campaign, 1, T0 + 2 * LEASE) == []
+    assert release.release_due(session, campaign, 1, T0 + 2 * LEASE) == []
 
 
 def test_completed_when_no_contact_waits(session: Session) -> None:
     campaign = make_campaign(session, n=1)
     sent_attempt(session, campaign, "c-1")
-    assert not attempts.complete_if_done(session, campaign, T0)
+    assert not controls.complete_if_done(session, campaign, T0)
     apply(session, event("answer"))
     apply(session, event("hangup", cause="NORMAL_CLEARING"))
-    assert attempts.complete_if_done(session, campaign, T0)
+    assert controls.complete_if_done(session, campaign, T0)
     assert campaign.state == CampaignState.COMPLETED
 
 
@@ -429,13 +430,13 @@ def test_dnc_addition_suppresses_waiting_contacts(session: Session) -> None:
     make_campaign(session, n=2)
     session.add(Suppression(campaign_id=None, e164="+19195551001", added_at=T0))
     session.flush()
-    assert attempts.suppress_listed(session) == 1
+    assert suppression.suppress_listed(session) == 1
     statuses = [c.status for c in session.scalars(select(Contact).order_by(Contact.row))]
     assert statuses == ["pending", "suppressed"]
 
 
 def test_tag_stays_within_256_characters() -> None:
-    tag = attempts.build_tag(123, 4, {"a": "x" * 100, "b": "y" * 200, "c": "z"}, ["a", "b", "c"])
+    tag = tags.build_tag(123, 4, {"a": "x" * 100, "b": "y" * 200, "c": "z"}, ["a", "b", "c"])
     decoded = json.loads(tag)
     assert len(tag) <= 256
     assert decoded == {"attempt": 123, "campaign": 4, "a": "x" * 100, "c": "z"}
@@ -447,8 +448,8 @@ def test_normal_clearing_without_answer_waits_for_the_carriers_record(session: S
     apply(session, event("hangup", cause="NORMAL_CLEARING"), now=T0)
     a_status, *_, c_status, due, made, _ = rows(session, attempt)
     assert (a_status, c_status) == ("created", "dialing"), "no retry before confirmation"
-    assert attempts.overdue_calls(session, T0 + timedelta(seconds=1), 10) == [(attempt.id, "c-1")]
-    assert attempts.settle(session, attempt.id, T0)
+    assert reconcile.overdue_calls(session, T0 + timedelta(seconds=1), 10) == [(attempt.id, "c-1")]
+    assert events.settle(session, attempt.id, T0)
     assert rows(session, attempt)[1] == "no-answer"
     assert rows(session, attempt)[7] == ContactStatus.PENDING
 
@@ -546,11 +547,11 @@ def test_events_in_batches_end_in_the_rows_one_by_one_gives(
         if batched:
             for a, b in zip([0, *cuts], [*cuts, len(evs)], strict=True):
                 chunk = evs[a:b]
-                got = attempts.apply_events(session, chunk, [now] * len(chunk), now)
+                got = events.apply_events(session, chunk, [now] * len(chunk), now)
                 assert len(got) == len(chunk)
         else:
             for ev in evs:
-                attempts.apply_event(session, ev, now, now)
+                events.apply_event(session, ev, now, now)
         rows_ = campaign_rows(session, campaign_id)
         nested.rollback()
         return rows_
@@ -571,7 +572,7 @@ def test_a_batch_returns_each_events_disposition(session: Session) -> None:
         event("hangup", "c-2", "NORMAL_CLEARING"),  # now found by its call id
         event("hangup", "c-3", "USER_BUSY", attempt_id=first.id),  # first has c-1
     ]
-    got = attempts.apply_events(session, batch, [T0] * len(batch), T0)
+    got = events.apply_events(session, batch, [T0] * len(batch), T0)
     assert got == ["applied", "repeat", "ignored", "orphan", "applied", "applied", "ignored"]
     assert rows(session, waiting)[:4] == ("ended", "answered", "NORMAL_CLEARING", "c-2")
-    assert attempts.apply_events(session, [], [], T0) == []
+    assert events.apply_events(session, [], [], T0) == []

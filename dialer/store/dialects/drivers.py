@@ -1,0 +1,151 @@
+"""The dialects at the driver level (DB-API: psycopg 3, sqlite3), for what runs without
+SQLAlchemy: ``dialer campaign status`` (``dialer.store.campaign_status``). Imports
+nothing heavy; each driver module is imported when a connection is made.
+
+A driver connects for a ``DIALER_DATABASE_URL`` and reads a campaign's status rows in
+one snapshot: (campaign columns, runs, calls by run, contacts by status and zone key).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from dialer.errors import ApiError
+
+COLUMNS = (
+    'id, name, state, state_reason, from_number, "window", days, timezone, cps, '
+    "max_concurrent, max_attempts, retry_delay, call_timeout, schedule, run, zone_keys, "
+    "created_at, started_at, finished_at, next_run_at"
+)
+RUN_COLUMNS = "number, scheduled_for, started_at, finished_at, summary"
+
+Rows = list[Any]
+Found = tuple[tuple[Any, ...], Rows, Rows, Rows]  # campaign, runs, calls, contacts
+
+
+class Driver:
+    """One dialect's DB-API side."""
+
+    name: str
+
+    def connect(self, rest: str) -> Any:
+        """A connection for the URL's part after ``scheme://``, not in a transaction."""
+        raise NotImplementedError
+
+    def fetch_status(self, cursor: Any, campaign_id: int) -> Found | None:
+        """The campaign's status rows in one snapshot, or None if there is no campaign."""
+        raise NotImplementedError
+
+    def connection_errors(self) -> tuple[type[BaseException], ...]:
+        """The errors that mean the connection is lost (open another)."""
+        raise NotImplementedError
+
+
+# PostgreSQL: everything in one statement, so one round trip (a loaded machine makes
+# each one wait for the server to be scheduled) and one snapshot (the state, the counts
+# and the calls agree). The contacts by (status, zone key of pending ones) and the calls
+# by run are the sums of the tallies the triggers keep (dialer.store.tally).
+_POSTGRESQL = f"""
+SELECT {COLUMNS},
+    (SELECT coalesce(json_agg(json_build_array({RUN_COLUMNS}) ORDER BY number), '[]')
+     FROM campaign_run WHERE campaign_id = c.id),
+    (SELECT coalesce(json_agg(json_build_array(run, n)), '[]') FROM (
+        SELECT run, sum(n) AS n FROM call_tally WHERE campaign_id = c.id GROUP BY run
+    ) AS calls),
+    (SELECT coalesce(json_agg(json_build_array(status, zones, n)), '[]') FROM (
+        SELECT status, zones, sum(n) AS n FROM contact_tally WHERE campaign_id = c.id
+        GROUP BY status, zones
+    ) AS contacts)
+FROM campaign AS c WHERE id = %s
+"""
+
+
+class PostgresDriver(Driver):
+    name = "postgresql"
+
+    def connect(self, rest: str) -> Any:
+        import psycopg
+
+        # Autocommit: the one statement is its own snapshot; no BEGIN, no ROLLBACK.
+        return psycopg.connect("postgresql://" + rest, autocommit=True)
+
+    def fetch_status(self, cursor: Any, campaign_id: int) -> Found | None:
+        cursor.execute(_POSTGRESQL, (campaign_id,))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        *campaign, runs, calls, contacts = row
+        return tuple(campaign), decode_json(runs), decode_json(calls), decode_json(contacts)
+
+    def connection_errors(self) -> tuple[type[BaseException], ...]:
+        import psycopg
+
+        return (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+# SQLite (the demo, trials; small): the same rows counted from the tables, in one
+# transaction.
+_SQLITE = (
+    f"SELECT {COLUMNS} FROM campaign WHERE id = ?",
+    f"SELECT {RUN_COLUMNS} FROM campaign_run WHERE campaign_id = ? ORDER BY number",
+    "SELECT run, count(*) FROM attempt WHERE campaign_id = ? AND call_id IS NOT NULL GROUP BY run",
+    "SELECT status, CASE WHEN status = 'pending' THEN zones END, count(*) FROM contact "
+    "WHERE campaign_id = ? GROUP BY 1, 2",
+)
+
+
+class SqliteDriver(Driver):
+    name = "sqlite"
+
+    def connect(self, rest: str) -> Any:
+        import sqlite3
+
+        path, _, query = rest.partition("?")
+        # sqlite:///relative.db, sqlite:////absolute.db; nothing: in memory.
+        path = path[1:] if path.startswith("/") else path
+        params = dict(parse_qsl(query))
+        uri = params.pop("uri", "").lower() in ("true", "1")
+        timeout = float(params.pop("timeout", 30))
+        for driver_only in ("check_same_thread", "isolation_level", "detect_types"):
+            params.pop(driver_only, None)
+        if uri and params:
+            path += "?" + urlencode(params)
+        return sqlite3.connect(path or ":memory:", timeout=timeout, uri=uri, isolation_level=None)
+
+    def fetch_status(self, cursor: Any, campaign_id: int) -> Found | None:
+        cursor.execute("BEGIN")
+        campaign, runs, calls, contacts = (
+            cursor.execute(sql, (campaign_id,)).fetchall() for sql in _SQLITE
+        )
+        return (campaign[0], runs, calls, contacts) if campaign else None
+
+    def connection_errors(self) -> tuple[type[BaseException], ...]:
+        import sqlite3
+
+        return (sqlite3.OperationalError,)
+
+
+_DRIVERS: dict[str, Driver] = {
+    "postgresql": PostgresDriver(),
+    "postgres": PostgresDriver(),
+    "sqlite": SqliteDriver(),
+}
+
+
+def connect(url: str) -> tuple[Any, Driver]:
+    """A DB-API connection for a ``DIALER_DATABASE_URL`` (a SQLAlchemy URL), and its
+    driver: ``postgresql+psycopg://…`` becomes the libpq URI ``postgresql://…`` (the
+    query string passes through: libpq takes the same parameters), ``sqlite:///path``
+    the file SQLAlchemy would open."""
+    scheme, sep, rest = url.partition("://")
+    driver = _DRIVERS.get(scheme.split("+", 1)[0]) if sep else None
+    if driver is None:
+        raise ApiError(f"DIALER_DATABASE_URL: no status reader for {scheme!r} URLs")
+    return driver.connect(rest), driver
+
+
+def decode_json(value: Any) -> Any:
+    """JSON columns: parsed by psycopg (jsonb), text on SQLite."""
+    return json.loads(value) if isinstance(value, str | bytes) else value

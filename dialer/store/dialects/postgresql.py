@@ -1,0 +1,184 @@
+"""PostgreSQL: the production database. Statements tuned for round trips and parse cost:
+one statement over arrays where the portable form takes several or an executemany,
+``= ANY(array)`` instead of IN lists, COPY for bulk rows, triggers keeping tallies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    TextClause,
+    any_,
+    bindparam,
+    create_engine,
+    text,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+
+from dialer import settings
+from dialer.store import tally
+from dialer.store.dialects.base import Created, Queries
+from dialer.store.dialects.drivers import PostgresDriver
+
+
+class PostgresQueries(Queries):
+    name = "postgresql"
+    driver = PostgresDriver()
+
+    def create_engine(self, url: str) -> Engine:
+        # As many connections as a worker has threads, kept: a checkout above pool_size
+        # would open (and close) a PostgreSQL connection, a backend start each. No ping per
+        # checkout (it doubles the server's transactions): a connection lost to a server
+        # restart fails its statement, SQLAlchemy invalidates the pool, and the task's
+        # retry gets a fresh one. Recycled hourly against idle-connection killers.
+        size = settings.get().worker_threads + 4
+        return create_engine(url, pool_size=size, max_overflow=10, pool_recycle=3600)
+
+    def among(self, column: ColumnElement[Any], values: Sequence[object]) -> ColumnElement[bool]:
+        """``column = ANY(array)``: one parameter however many values, so the statement's
+        text is the same for every batch (an IN list of N values is a new statement for
+        psycopg to parse each time: 12% of apply_events)."""
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+
+    def release_due(
+        self, session: Session, campaign_id: int, run: int, limit: int, now: datetime
+    ) -> list[int]:
+        # One statement: lock, insert the attempts, point the contacts at them.
+        made = session.scalars(_RELEASE, {"c": campaign_id, "now": now, "n": limit, "run": run})
+        return sorted(made.all())  # ids in insertion order, which is due order
+
+    def claim(
+        self, session: Session, tags: Mapping[int, str], lease: datetime, now: datetime
+    ) -> set[int]:
+        params = {"ids": list(tags), "tags": list(tags.values()), "lease": lease, "now": now}
+        return set(session.scalars(_CLAIM, params).all())
+
+    def record_created(
+        self, session: Session, created: Sequence[Created], now: datetime
+    ) -> dict[int, int]:
+        # Three statements for the whole batch.
+        session.execute(_LOCK_CONTACTS, {"ids": sorted({c[1] for c in created})}).all()
+        params = {
+            "now": now,
+            "ids": [c[0] for c in created],
+            "calls": [c[2] for c in created],
+            "leases": [c[3] for c in created],
+        }
+        done: dict[int, int] = dict(session.execute(_RECORD_CREATED, params).all())
+        if done:
+            session.execute(_COUNT_ATTEMPT, {"ids": list(done.values())})
+        return done
+
+    def insert_events(self, session: Session, rows: list[dict[str, object]]) -> None:
+        """COPY, the payload as the JSON text the receiver stored, when known."""
+        cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY call_event ({', '.join(_EVENT_COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                raw = row.pop("raw", None)
+                row["payload"] = raw if raw is not None else json.dumps(row["payload"])
+                copy.write_row(tuple(row[c] for c in _EVENT_COLUMNS))
+
+    def write_back(
+        self,
+        session: Session,
+        table: Table,
+        columns: tuple[str, ...],
+        changed: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    ) -> None:
+        """One statement over arrays, every changed row with all of ``columns``."""
+        params = {c: [values[c] for values, _ in changed] for c in ("id", *columns)}
+        session.execute(_write_back_sql(table, columns), params)
+
+    def compact_tallies(self, conn: Session | Connection) -> int:
+        return sum(int(getattr(conn.execute(s), "rowcount", 0) or 0) for s in _COMPACT)
+
+    def limit_statement_time(self, session: Session, milliseconds: int) -> None:
+        session.execute(text(f"SET LOCAL statement_timeout = {int(milliseconds)}"))
+
+    def insert_ignoring_conflicts(self, table: Any) -> postgresql.Insert:
+        return postgresql.insert(table).on_conflict_do_nothing()
+
+    def analyze(self, session: Session, table_name: str) -> None:
+        session.execute(text(f"ANALYZE {table_name}"))
+
+
+_RELEASE = text(
+    """
+    WITH picked AS (
+        SELECT id, attempts, due_at FROM contact
+         WHERE campaign_id = :c AND status = 'pending' AND due_at <= :now
+         ORDER BY due_at, id
+         LIMIT :n
+           FOR UPDATE SKIP LOCKED
+    ), made AS (
+        INSERT INTO attempt (contact_id, campaign_id, number, run, status, queued_at, sends)
+        SELECT id, :c, attempts + 1, :run, 'queued', :now, 0 FROM picked ORDER BY due_at, id
+        RETURNING id, contact_id
+    )
+    UPDATE contact AS c
+       SET status = 'dialing', due_at = NULL, ready_at = NULL, last_attempt_id = made.id
+      FROM made
+     WHERE c.id = made.contact_id
+    RETURNING made.id
+    """
+)
+
+_CLAIM = text(
+    """
+    UPDATE attempt AS a
+       SET status = 'sending', lease_until = :lease, sends = a.sends + 1, sent_at = :now,
+           not_before = NULL, tag = v.tag
+      FROM unnest(CAST(:ids AS bigint[]), CAST(:tags AS text[])) AS v(id, tag)
+     WHERE a.id = v.id AND a.status = 'queued'
+    RETURNING a.id
+    """
+)
+
+# The common case of record_created_many in one statement: every created call whose
+# attempt is still ours (sending, or unknown after a timeout) and has no call id yet,
+# and for which no event is waiting as an orphan. The rest go the careful way.
+_RECORD_CREATED = text(
+    """
+    UPDATE attempt AS a
+       SET call_id = v.call_id, status = 'created', created_at = :now, lease_until = v.lease
+      FROM unnest(CAST(:ids AS bigint[]), CAST(:calls AS varchar[]),
+                  CAST(:leases AS timestamptz[])) AS v(id, call_id, lease)
+     WHERE a.id = v.id AND a.call_id IS NULL AND a.status IN ('sending', 'unknown')
+       AND NOT EXISTS (SELECT 1 FROM call_event AS e
+                        WHERE e.call_id = v.call_id AND e.disposition = 'orphan')
+    RETURNING a.id, a.contact_id
+    """
+)
+_LOCK_CONTACTS = text("SELECT id FROM contact WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
+_COUNT_ATTEMPT = text("UPDATE contact SET attempts = attempts + 1 WHERE id = ANY(:ids)")
+
+_EVENT_COLUMNS = (
+    "attempt_id", "call_id", "event_type", "event_time", "received_at", "applied_at",
+    "disposition", "payload",
+)  # fmt: skip
+
+_COMPACT = [text(sql) for sql in tally.COMPACT.values()]
+
+
+@lru_cache(maxsize=4)
+def _write_back_sql(table: Table, columns: tuple[str, ...]) -> TextClause:
+    """One UPDATE of every changed row of the batch, from arrays."""
+    dialect = postgresql.dialect()
+    arrays = ", ".join(
+        f"CAST(:{c} AS {table.c[c].type.compile(dialect)}[])" for c in ("id", *columns)
+    )
+    sets = ", ".join(f"{c} = v.{c}" for c in columns)
+    return text(
+        f"UPDATE {table.name} AS t SET {sets} FROM unnest({arrays}) "
+        f"AS v(id, {', '.join(columns)}) WHERE t.id = v.id"
+    )
