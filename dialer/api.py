@@ -367,12 +367,12 @@ def _release_now(campaign_id: int) -> None:
     """Hand out the first work at once rather than at the next tick; if the broker is
     out of reach the tick does it later, so a failure here is only logged."""
     try:
-        from dialer.worker import tasks
+        from dialer.worker import clients, scheduling
 
         with logs.bound(campaign=campaign_id):
             # A first batch or two, so the first call goes out at once; the tick (every
             # second) releases the rest at the campaign's pace.
-            tasks.release(campaign_id, limit=2 * tasks.DIAL_BATCH)
+            scheduling.release(campaign_id, limit=2 * clients.DIAL_BATCH)
     except Exception as exc:
         log.warning(
             "could not release work now (%s); the next tick will",
