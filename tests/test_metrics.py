@@ -79,7 +79,7 @@ def test_counts_from_many_processes_add_up_in_redis(redis_server: RedisServer) -
     script = textwrap.dedent(
         """
         from dialer import metrics
-        from dialer.carrier.catapult import Action, CarrierError
+        from dialer.carrier.errors import Action, CarrierError
         for _ in range(500):
             metrics.call_created()
         err = CarrierError(Action.RETRY, "x", status=503, code="call-unavailable")

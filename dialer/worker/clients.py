@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 
 from dialer import settings
-from dialer.carrier.catapult import CatapultClient
+from dialer.carrier.client import CatapultClient
 from dialer.policy import pacing
 
 # Attempts per dial message, at most. Claim, record and the task's own handling are

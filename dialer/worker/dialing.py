@@ -19,7 +19,8 @@ from sqlalchemy.exc import DBAPIError
 
 from dialer import clock, logs, metrics, settings
 from dialer.callbacks.receiver import callback_urls
-from dialer.carrier.catapult import Action, CallRequest, CarrierError, InvalidCallRequest
+from dialer.carrier.errors import Action, CarrierError
+from dialer.carrier.request import CallRequest, InvalidCallRequest
 from dialer.policy import pacing, rules
 from dialer.state import attempts
 from dialer.store import db

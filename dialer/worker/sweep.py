@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from dialer import clock
 from dialer.carrier import events
-from dialer.carrier.catapult import CarrierError
+from dialer.carrier.errors import CarrierError
 from dialer.state import attempts
 from dialer.store import db, tally
 from dialer.store.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
