@@ -102,10 +102,10 @@ def measure(bench: Bench, campaign_id: int, repeat: int) -> dict[str, list[float
 def run(size_name: str, bench: Bench, campaign_id: int, args: argparse.Namespace) -> list[str]:
     os.environ.update({k: v for k, v in bench.fleet.env.items() if k.startswith(("DIALER", "CAT"))})
     from dialer import settings
-    from dialer.worker import tasks
+    from dialer.worker import clients
 
     settings.override(None)
-    tasks.reset_clients()
+    clients.reset_clients()
     bench.up(workers=2, simulator=SIM_FLAGS)
     time.sleep(3)  # idle: beat ticks, the workers connect
     times = measure(bench, campaign_id, args.repeat)

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 
 from dialer import clock
 from dialer.dev import fleet
-from dialer.importing import add_suppressions, import_contacts
+from dialer.importing.contacts import import_contacts
+from dialer.importing.dnc import add_suppressions
 from dialer.store import migrate
 from dialer.store.models import Campaign
 

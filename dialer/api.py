@@ -28,8 +28,11 @@ from typing import IO, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dialer import clock, importing, logs
+from dialer import clock, logs
 from dialer.errors import ApiError
+from dialer.importing.contacts import import_contacts
+from dialer.importing.dnc import add_suppressions, remove_suppressions
+from dialer.importing.files import ContactFileError, read_columns
 from dialer.policy import rules
 from dialer.state import controls, runs, suppression, tags
 from dialer.state.common import CampaignStateError
@@ -195,8 +198,8 @@ def create_campaign(
             else _rows_to_csv(contacts, Path(tmp) / "contacts.csv")
         )
         try:
-            columns = importing.read_columns(path)
-        except importing.ContactFileError as exc:
+            columns = read_columns(path)
+        except ContactFileError as exc:
             raise ApiError(str(exc)) from None
         missing = [f for f in tag_fields if f not in columns or f == phone_column]
         if missing:
@@ -228,11 +231,9 @@ def create_campaign(
             session.flush()
             try:
                 for dnc_file in dnc:
-                    importing.add_suppressions(
-                        session, dnc_file, campaign_id=campaign.id, region=region
-                    )
-                report = importing.import_contacts(session, campaign, path, progress=progress)
-            except importing.ContactFileError as exc:
+                    add_suppressions(session, dnc_file, campaign_id=campaign.id, region=region)
+                report = import_contacts(session, campaign, path, progress=progress)
+            except ContactFileError as exc:
                 raise ApiError(str(exc)) from None
             campaign_id = campaign.id
     return {
@@ -367,12 +368,12 @@ def _release_now(campaign_id: int) -> None:
     """Hand out the first work at once rather than at the next tick; if the broker is
     out of reach the tick does it later, so a failure here is only logged."""
     try:
-        from dialer.worker import tasks
+        from dialer.worker import clients, scheduling
 
         with logs.bound(campaign=campaign_id):
             # A first batch or two, so the first call goes out at once; the tick (every
             # second) releases the rest at the campaign's pace.
-            tasks.release(campaign_id, limit=2 * tasks.DIAL_BATCH)
+            scheduling.release(campaign_id, limit=2 * clients.DIAL_BATCH)
     except Exception as exc:
         log.warning(
             "could not release work now (%s); the next tick will",
@@ -534,10 +535,10 @@ def add_dnc(
         if campaign_id is not None:
             _campaign(session, campaign_id)
         try:
-            added, problems = importing.add_suppressions(
+            added, problems = add_suppressions(
                 session, path, campaign_id=campaign_id, region=region
             )
-        except importing.ContactFileError as exc:
+        except ContactFileError as exc:
             raise ApiError(str(exc)) from None
         suppressed = suppression.suppress_listed(session, campaign_id)
     return {"added": added, "invalid": problems, "suppressed_contacts": suppressed}
@@ -548,9 +549,7 @@ def remove_dnc(
 ) -> dict[str, Any]:
     with db.session_scope() as session:
         try:
-            removed = importing.remove_suppressions(
-                session, path, campaign_id=campaign_id, region=region
-            )
-        except importing.ContactFileError as exc:
+            removed = remove_suppressions(session, path, campaign_id=campaign_id, region=region)
+        except ContactFileError as exc:
             raise ApiError(str(exc)) from None
     return {"removed": removed}

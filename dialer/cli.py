@@ -265,7 +265,7 @@ def _import_progress(quiet: bool) -> tuple[Any, Any]:
         return f"{n / max(time.monotonic() - started, 1e-6):,.0f} rows/s"
 
     if not sys.stderr.isatty():
-        from dialer.importing import PROGRESS_EVERY
+        from dialer.importing.contacts import PROGRESS_EVERY
 
         last = {"n": 0, "at": 0.0}
 

@@ -117,19 +117,19 @@ def sim(test_settings: settings.Settings, clean_db: None) -> Iterator[Simulator]
     import redis
 
     from dialer import clock
-    from dialer.worker import tasks
+    from dialer.worker import clients
 
     simulator = Simulator(SimConfig(answer_delay=0.01, talk_time=0.01, ambiguous_hold=3.0))
     url = simulator.start()
     settings.override(dataclasses.replace(test_settings, catapult_api_url=url))
-    tasks.reset_clients()
+    clients.reset_clients()
     # A clean slate: no hold, no pace or share left by an earlier test's campaign (ids
     # restart at 1), no messages it published.
     redis.Redis.from_url(test_settings.redis_url).flushdb()
     yield simulator
     simulator.stop()
     settings.override(test_settings)
-    tasks.reset_clients()
+    clients.reset_clients()
     clock.set_source(None)
 
 

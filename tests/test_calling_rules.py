@@ -25,7 +25,7 @@ from dialer.store.models import (
     Contact,
     ContactStatus,
 )
-from dialer.worker import tasks
+from dialer.worker import scheduling, tasks
 from tests.test_tasks import attempt, campaign_with
 
 NY = [f"+1212555{i:04d}" for i in range(3)]
@@ -72,7 +72,7 @@ def queued(campaign_id: int) -> list[int]:
 def test_contacts_outside_their_window_wait_in_the_table_until_it_opens(sim: Simulator) -> None:
     at(2026, 11, 27, 16, 0)  # New York 11:00 (open), Los Angeles 08:00 (shut)
     cid = campaign_with(NY + LA, window="09:00-17:00", days="mon-fri")
-    dial_all(tasks.release(cid))
+    dial_all(scheduling.release(cid))
     assert dialed(sim) == sorted(NY), "only the open zone is dialed"
     la = contacts(cid)
     for n in LA:
@@ -85,12 +85,12 @@ def test_contacts_outside_their_window_wait_in_the_table_until_it_opens(sim: Sim
         "next_opening": "2026-11-27T17:00:00+00:00",
         "never_opens": 0,
     }
-    assert tasks.release(cid) == [], "nothing is released while the window is shut"
+    assert scheduling.release(cid) == [], "nothing is released while the window is shut"
 
     at(2026, 11, 27, 16, 59, 59)
-    assert tasks.release(cid) == []
+    assert scheduling.release(cid) == []
     at(2026, 11, 27, 17, 0)
-    dial_all(tasks.release(cid))
+    dial_all(scheduling.release(cid))
     assert dialed(sim) == sorted(NY + LA)
     assert api.status(cid)["window"]["waiting"] == 0
 
@@ -98,7 +98,7 @@ def test_contacts_outside_their_window_wait_in_the_table_until_it_opens(sim: Sim
 def test_the_window_is_checked_again_right_before_sending(sim: Simulator) -> None:
     at(2026, 11, 27, 21, 59, 59)  # New York 16:59:59, a second before closing
     cid = campaign_with(NY[:1], window="09:00-17:00", days="mon-fri")
-    [aid] = tasks.release(cid)
+    [aid] = scheduling.release(cid)
     at(2026, 11, 27, 22, 0, 1)  # the worker gets to it after the window shut
     tasks.dial.run(aid)
     assert sim.calls() == []
@@ -113,7 +113,7 @@ def test_a_retry_after_hours_waits_for_the_next_day(sim: Simulator) -> None:
     at(2026, 11, 27, 21, 30)  # New York 16:30
     sim.configure(outcome_by_number={NY[0]: ["busy"]})
     cid = campaign_with(NY[:1], window="09:00-17:00", days="mon-fri", retry_delay=1800)
-    [aid] = tasks.release(cid)
+    [aid] = scheduling.release(cid)
     tasks.dial.run(aid)
     call_id = attempt(aid).call_id
     tasks.apply_event.run(
@@ -131,7 +131,7 @@ def test_a_number_added_to_do_not_call_mid_campaign_is_not_called(
 ) -> None:
     at(2026, 11, 27, 16, 0)
     cid = campaign_with(NY + LA)
-    ids = tasks.release(cid)
+    ids = scheduling.release(cid)
     queued_for = {contacts(cid)[n].last_attempt_id: n for n in NY + LA}
     dnc = tmp_path / "dnc.csv"
     dnc.write_text(f"phone\n{NY[1]}\n{LA[0]}\n")
@@ -148,7 +148,7 @@ def test_a_number_added_to_do_not_call_mid_campaign_is_not_called(
     own = tmp_path / "own.csv"
     own.write_text("phone\n+13125550002\n")
     assert api.add_dnc(own, campaign_id=other)["suppressed_contacts"] == 1
-    dial_all(tasks.release(other))
+    dial_all(scheduling.release(other))
     assert "+13125550002" not in dialed(sim) and "+13125550001" in dialed(sim)
     # Taken off the list, a number can be called again in later campaigns.
     assert api.remove_dnc(dnc)["removed"] == 2
@@ -157,11 +157,11 @@ def test_a_number_added_to_do_not_call_mid_campaign_is_not_called(
 def test_widening_the_window_releases_waiting_contacts(sim: Simulator) -> None:
     at(2026, 11, 28, 16, 0)  # Saturday
     cid = campaign_with(NY + LA, window="09:00-17:00", days="mon-fri")
-    assert tasks.release(cid) == []
+    assert scheduling.release(cid) == []
     assert api.status(cid)["window"]["waiting"] == 5
     result = api.update(cid, days="mon-sat", window="08:00-20:00")
     assert result["changed"] == ["window", "days"]
-    tasks.release(cid)  # (update released them already; a tick finds nothing more)
+    scheduling.release(cid)  # (update released them already; a tick finds nothing more)
     dial_all(queued(cid))  # NY 11:00, LA 08:00 Saturday: both open now
     assert dialed(sim) == sorted(NY + LA)
 
@@ -169,7 +169,7 @@ def test_widening_the_window_releases_waiting_contacts(sim: Simulator) -> None:
 def test_narrowing_the_window_holds_queued_work(sim: Simulator) -> None:
     at(2026, 11, 27, 16, 0)
     cid = campaign_with(NY)
-    ids = tasks.release(cid)
+    ids = scheduling.release(cid)
     api.update(cid, window="12:00-13:00")  # New York is at 11:00
     dial_all(ids)
     assert sim.calls() == []
@@ -181,7 +181,7 @@ def test_update_changes_retry_and_attempt_rules_for_work_not_yet_sent(sim: Simul
     at(2026, 11, 27, 16, 0)
     sim.configure(outcome_by_number={n: ["busy"] for n in NY})
     cid = campaign_with(NY, retry_delay=3600, max_attempts=3)
-    dial_all(tasks.release(cid))
+    dial_all(scheduling.release(cid))
     for a in sim.calls():
         tasks.apply_event.run(
             {"eventType": "hangup", "callId": a["id"], "cause": "USER_BUSY"},
@@ -229,7 +229,7 @@ def finish_run(campaign_id: int) -> None:
             .where(Contact.campaign_id == campaign_id, Contact.status.in_(["pending", "dialing"]))
             .values(status=ContactStatus.ANSWERED, due_at=None)
         )
-    tasks.release(campaign_id)
+    scheduling.release(campaign_id)
     assert api.status(campaign_id)["state"] == "completed"
 
 
@@ -331,7 +331,7 @@ def test_each_run_is_exported_on_its_own(sim: Simulator, tmp_path: Path) -> None
             {"eventType": "hangup", "callId": call_id, "cause": "NORMAL_CLEARING"},
             clock.now().isoformat(),
         )
-    tasks.release(cid)
+    scheduling.release(cid)
     assert api.status(cid)["state"] == "completed"
     at(2026, 11, 27, 15, 0, 5)
     tasks.tick.run()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dialer import api, settings
-from dialer.importing import PROGRESS_EVERY
+from dialer.importing.contacts import PROGRESS_EVERY
 
 ROWS = 2 * PROGRESS_EVERY + 5_000
 

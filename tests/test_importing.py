@@ -1,4 +1,5 @@
-"""dialer.importing: CSV → contacts, normalization, dedupe, do-not-call lists."""
+"""dialer.importing (numbers, files, contacts, dnc): CSV → contacts, normalization, dedupe,
+do-not-call lists."""
 
 from __future__ import annotations
 
@@ -14,16 +15,12 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from dialer import clock, importing
-from dialer.importing import (
-    ContactFileError,
-    ImportReport,
-    add_suppressions,
-    import_contacts,
-    normalize,
-    read_columns,
-    remove_suppressions,
-)
+from dialer import clock
+from dialer.importing import numbers
+from dialer.importing.contacts import ImportReport, import_contacts
+from dialer.importing.dnc import add_suppressions, remove_suppressions
+from dialer.importing.files import ContactFileError, read_columns
+from dialer.importing.numbers import normalize
 from dialer.store import migrate
 from dialer.store.models import Campaign, Contact, Suppression
 
@@ -152,7 +149,7 @@ def test_fast_path_gives_the_slow_paths_answers() -> None:
         for spelling in nanp_spellings(digits):
             stripped = spelling[4:] if spelling.startswith("tel:") else spelling
             for region in ("US", "CA", "GB", "PR"):
-                slow = importing._normalize_slow(stripped, region)
+                slow = numbers._normalize_slow(stripped, region)
                 assert normalize(spelling, region) == slow, (spelling, region)
                 checked += 1
                 valid += slow[0] is not None
@@ -166,7 +163,7 @@ def test_fast_path_gives_the_slow_paths_answers() -> None:
     st.sampled_from(["US", "CA", "GB"]),
 )
 def test_fast_path_agrees_on_arbitrary_punctuated_digits(raw: str, region: str) -> None:
-    slow = importing._normalize_slow(raw.strip(), region) if raw.strip() else (None, "empty")
+    slow = numbers._normalize_slow(raw.strip(), region) if raw.strip() else (None, "empty")
     assert normalize(raw, region) == slow
 
 
@@ -175,7 +172,7 @@ def test_fast_path_agrees_with_is_valid_number_directly() -> None:
     for _ in range(5000):
         national = rng.randint(2_000_000_000, 9_999_999_999)
         number = phonenumbers.PhoneNumber(country_code=1, national_number=national)
-        assert importing._valid_nanp(national) == phonenumbers.is_valid_number(number)
+        assert numbers._valid_nanp(national) == phonenumbers.is_valid_number(number)
 
 
 # --- import_contacts -----------------------------------------------------------------------

@@ -36,7 +36,7 @@ from dialer.dev.fleet import (
 from dialer.dev.simulator import Simulator
 from dialer.store import db
 from dialer.store.models import Attempt, Campaign, CampaignState
-from dialer.worker import tasks
+from dialer.worker import scheduling, tasks
 
 CALLBACK_SECRET = "cb/secret:with odd chars"
 METRICS_TOKEN = "metrics-token-0123456789"
@@ -79,7 +79,7 @@ def test_counts_from_many_processes_add_up_in_redis(redis_server: RedisServer) -
     script = textwrap.dedent(
         """
         from dialer import metrics
-        from dialer.carrier.catapult import Action, CarrierError
+        from dialer.carrier.errors import Action, CarrierError
         for _ in range(500):
             metrics.call_created()
         err = CarrierError(Action.RETRY, "x", status=503, code="call-unavailable")
@@ -172,7 +172,7 @@ def test_dial_counts_created_calls_and_carrier_errors_by_code(sim: Simulator, re
     rec, url = recorder
     sim.configure(fault_503=1.0, refused_prefixes=("+1919710009",))
     cid = campaign_with(["+19197100001", "+19197100091"])
-    ids = tasks.release(cid)
+    ids = scheduling.release(cid)
     for attempt_id in ids:
         tasks.dial.run(attempt_id)
     sim.configure(fault_503=0.0)
@@ -196,7 +196,7 @@ def test_dial_counts_created_calls_and_carrier_errors_by_code(sim: Simulator, re
 def test_a_push_back_is_counted_as_a_fleet_wait(sim: Simulator, recorder) -> None:
     rec, url = recorder
     sim.configure(fault_429=1.0)
-    [aid] = tasks.release(campaign_with(["+19197100002"]))
+    [aid] = scheduling.release(campaign_with(["+19197100002"]))
     tasks.dial.run(aid)
     assert rec.flush()
     counts = stored(url)
@@ -208,7 +208,7 @@ def test_a_rolled_back_transaction_counts_no_finished_attempt(sim: Simulator, re
     from dialer.state import send
 
     rec, _ = recorder
-    [aid] = tasks.release(campaign_with(["+19197100003"]))
+    [aid] = scheduling.release(campaign_with(["+19197100003"]))
     with pytest.raises(RuntimeError), db.session_scope() as session:
         send.claim_for_send(session, aid, clock.now(), timedelta(seconds=30))
         send.record_refused(session, aid, "x", "refused", clock.now())
@@ -221,7 +221,7 @@ def test_a_dial_and_an_event_go_through_with_metrics_redis_down(sim: Simulator) 
     rec = metrics.Recorder(factory(dead), interval=0.05)  # flushing, and failing, all along
     metrics.reset(rec)
     try:
-        [aid] = tasks.release(campaign_with(["+19197100004"]))
+        [aid] = scheduling.release(campaign_with(["+19197100004"]))
         tasks.dial.run(aid)
         with db.session_scope() as session:
             call_id = session.get(Attempt, aid).call_id

@@ -22,7 +22,7 @@ from dialer.state import common
 from dialer.state import events as applying
 from dialer.store import db
 from dialer.store.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
-from dialer.worker import tasks
+from dialer.worker import clients, scheduling, sweep, tasks
 
 
 def campaign_with(numbers: list[str], **options) -> int:
@@ -35,7 +35,7 @@ def campaign_with(numbers: list[str], **options) -> int:
 
 
 def release_and_dial(campaign_id: int) -> list[int]:
-    ids = tasks.release(campaign_id)
+    ids = scheduling.release(campaign_id)
     for attempt_id in ids:
         tasks.dial.run(attempt_id)
     return ids
@@ -110,18 +110,18 @@ def test_ambiguous_create_is_reconciled_not_redialed(sim: Simulator) -> None:
     [aid] = release_and_dial(cid)
     assert attempt(aid).status == AttemptStatus.UNKNOWN
     sim.configure(fault_ambiguous=0.0)
-    assert tasks.reconcile(clock.now()) == 0, "too early: the call may still ring"
-    later = clock.now() + timedelta(seconds=10) + tasks.RECONCILE_MARGIN + timedelta(seconds=1)
-    assert tasks.reconcile(later) == 1
+    assert sweep.reconcile(clock.now()) == 0, "too early: the call may still ring"
+    later = clock.now() + timedelta(seconds=10) + sweep.RECONCILE_MARGIN + timedelta(seconds=1)
+    assert sweep.reconcile(later) == 1
     [call] = sim.calls()
     a = attempt(aid)
     assert a.status in (AttemptStatus.CREATED, AttemptStatus.ANSWERED) and a.call_id == call["id"]
-    assert tasks.release(cid) == [], "nothing is dialed again"
+    assert scheduling.release(cid) == [], "nothing is dialed again"
 
 
 def test_lost_claim_with_no_call_is_dialed_again(sim: Simulator) -> None:
     cid = campaign_with(["+19192000008"])
-    [aid] = tasks.release(cid)
+    [aid] = scheduling.release(cid)
     with db.session_scope() as session:  # a worker claimed it and died before sending
         from dialer.state import reconcile, send
 
@@ -132,7 +132,7 @@ def test_lost_claim_with_no_call_is_dialed_again(sim: Simulator) -> None:
         from dialer.state import reconcile, send
 
         assert reconcile.expire_leases(session, later) == 1
-    assert tasks.reconcile(later) == 1
+    assert sweep.reconcile(later) == 1
     assert attempt(aid).status == AttemptStatus.WITHDRAWN
     assert contact_of(aid).status == "pending" and contact_of(aid).attempts == 0
     assert len(release_and_dial(cid)) == 1 and len(sim.calls()) == 1
@@ -146,9 +146,9 @@ def test_tick_completes_a_finished_campaign(sim: Simulator) -> None:
 
 def test_stale_queued_work_is_published_again(sim: Simulator) -> None:
     cid = campaign_with(["+19192000009"])
-    [aid] = tasks.release(cid)  # its message is "lost": nobody runs it
-    assert tasks.republish_stale(clock.now()) == 0
-    assert tasks.republish_stale(clock.now() + tasks.STALE_QUEUED * 2) == 1
+    [aid] = scheduling.release(cid)  # its message is "lost": nobody runs it
+    assert sweep.republish_stale(clock.now()) == 0
+    assert sweep.republish_stale(clock.now() + sweep.STALE_QUEUED * 2) == 1
     with db.session_scope() as session:
         assert session.scalars(select(Attempt.status).where(Attempt.id == aid)).one() == "queued"
 
@@ -169,9 +169,9 @@ def test_call_whose_callbacks_were_lost_is_read_back(
     cid = campaign_with(["+19192000010"], call_timeout=10)
     [aid] = release_and_dial(cid)
     wait_until(lambda: sim.calls()[0]["state"] in ("completed", "rejected"), 10)
-    assert tasks.recover_overdue(clock.now()) == 0, "not overdue yet: it may still ring"
-    later = clock.now() + timedelta(seconds=10) + tasks.RECONCILE_MARGIN + timedelta(seconds=1)
-    assert tasks.recover_overdue(later) == 1
+    assert sweep.recover_overdue(clock.now()) == 0, "not overdue yet: it may still ring"
+    later = clock.now() + timedelta(seconds=10) + sweep.RECONCILE_MARGIN + timedelta(seconds=1)
+    assert sweep.recover_overdue(later) == 1
     a = attempt(aid)
     assert (a.status, a.result, contact_of(aid).status) == ("ended", result, status)
 
@@ -181,7 +181,7 @@ def test_call_still_ringing_is_checked_again_later(sim: Simulator) -> None:
     cid = campaign_with(["+19192000011"], call_timeout=10)
     [aid] = release_and_dial(cid)
     later = clock.now() + timedelta(minutes=5)
-    assert tasks.recover_overdue(later) == 0
+    assert sweep.recover_overdue(later) == 0
     a = attempt(aid)
     assert a.status == AttemptStatus.CREATED and a.lease_until >= later + common.GRACE
 
@@ -199,7 +199,7 @@ def test_lost_answer_is_found_before_dialing_again(sim: Simulator) -> None:
         clock.now().isoformat(),
     )
     assert contact_of(aid).status == "dialing"
-    assert tasks.recover_overdue(clock.now() + timedelta(seconds=1)) == 1
+    assert sweep.recover_overdue(clock.now() + timedelta(seconds=1)) == 1
     a = attempt(aid)
     assert (a.status, a.result, contact_of(aid).status) == ("ended", "answered", "answered")
 
@@ -210,9 +210,9 @@ def test_tick_shares_the_account_between_campaigns_by_cps(sim: Simulator, test_s
     fast = campaign_with([f"+1919400{i:04d}" for i in range(50)], cps=30)
     idle = campaign_with(["not a number"], cps=30)  # nothing to send: takes no share
     tasks.tick.run()
-    assert tasks.pacer().share(slow) == pytest.approx(5.0)
-    assert tasks.pacer().share(fast) == pytest.approx(15.0)
-    assert tasks.pacer().share(idle) is None
+    assert clients.pacer().share(slow) == pytest.approx(5.0)
+    assert clients.pacer().share(fast) == pytest.approx(15.0)
+    assert clients.pacer().share(idle) is None
     queued = {cid: api.status(cid)["contacts"]["dialing"] for cid in (slow, fast)}
     assert queued == {slow: 10, fast: 30}, "each releases HORIZON seconds at its share"
 
@@ -222,7 +222,7 @@ def test_max_concurrent_caps_calls_in_flight(sim: Simulator) -> None:
     cid = campaign_with([f"+1919500{i:04d}" for i in range(10)], max_concurrent=3)
     first = release_and_dial(cid)
     assert len(first) == 3
-    assert tasks.release(cid) == [], "three calls are up: no room"
+    assert scheduling.release(cid) == [], "three calls are up: no room"
     with db.session_scope() as session:  # one call ends: its slot frees
         applying.apply_event(
             session,
@@ -232,7 +232,7 @@ def test_max_concurrent_caps_calls_in_flight(sim: Simulator) -> None:
             clock.now(),
             clock.now(),
         )
-    assert len(tasks.release(cid)) == 1
+    assert len(scheduling.release(cid)) == 1
 
 
 def test_a_slow_campaign_keeps_the_queue_short(sim: Simulator) -> None:

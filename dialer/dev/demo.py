@@ -182,9 +182,9 @@ def _run(console: Any, workdir: Path) -> tuple[dict[str, Any], dict[str, Any], f
         from dialer.callbacks.receiver import Receiver
         from dialer.store import db, migrate
         from dialer.worker import app as worker
-        from dialer.worker import tasks
+        from dialer.worker import clients, tasks
 
-        stack.callback(tasks.reset_clients)
+        stack.callback(clients.reset_clients)
         worker.configure(settings.get())
         worker.app.conf.broker_transport = _MemoryTransport
         migrate.upgrade()

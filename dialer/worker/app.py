@@ -140,11 +140,11 @@ def _warm(**_: Any) -> None:
     message, not inside it (the first dials after a start would wait ~0.5 s)."""
     try:
         from dialer.store import db
-        from dialer.worker import tasks
+        from dialer.worker import clients
 
         with db.engine().connect():
             pass
-        tasks.carrier()
-        tasks.pacer()
+        clients.carrier()
+        clients.pacer()
     except Exception as exc:  # the first task will try again, and say what is wrong
         logging.getLogger(__name__).warning("could not warm up: %s", exc)

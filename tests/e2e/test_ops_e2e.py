@@ -328,7 +328,7 @@ def test_every_log_line_is_json_with_ids(run: dict) -> None:
     worker = lines["w1.log"] + lines["w2.log"]
     with_ids = [r for r in worker if {"campaign", "contact", "attempt"} <= set(r)]
     assert with_ids, "lines logged while dialing carry the campaign, contact and attempt"
-    carrier = [r for r in with_ids if r["logger"] == "dialer.carrier.catapult"]
+    carrier = [r for r in with_ids if r["logger"] == "dialer.carrier.client"]
     assert carrier and all(r["campaign"] == run["campaign"] for r in carrier[:5])
     failed_503 = [r for r in worker if "503" in r["message"] and r["level"] == "WARNING"]
     assert failed_503 and all("attempt" in r and "campaign" in r for r in failed_503)

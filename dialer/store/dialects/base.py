@@ -9,7 +9,7 @@ arrays, COPY); SQLite's are portable statements the demo runs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -98,6 +98,13 @@ class Queries(ABC):
         can (a metrics scrape must never hold a connection for long)."""
 
     # --------------------------------------------------------- bulk loading
+
+    @abstractmethod
+    def bulk_insert(
+        self, session: Session, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        """Insert many rows, streamed: each a tuple of ``columns``' values, a JSON column's
+        value already as its JSON text (what COPY takes, so no row is encoded twice)."""
 
     @abstractmethod
     def insert_ignoring_conflicts(self, table: Any) -> PostgresInsert | SqliteInsert:

@@ -5,7 +5,7 @@ one statement over arrays where the portable form takes several or an executeman
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -104,6 +104,17 @@ class PostgresQueries(Queries):
 
     def limit_statement_time(self, session: Session, milliseconds: int) -> None:
         session.execute(text(f"SET LOCAL statement_timeout = {int(milliseconds)}"))
+
+    def bulk_insert(
+        self, session: Session, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        """COPY: one statement, rows streamed to the server as they are read."""
+        cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+        names = ", ".join(f'"{c}"' for c in columns)
+        with cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            write = copy.write_row
+            for row in rows:
+                write(row)
 
     def insert_ignoring_conflicts(self, table: Any) -> postgresql.Insert:
         return postgresql.insert(table).on_conflict_do_nothing()

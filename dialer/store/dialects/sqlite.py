@@ -4,22 +4,26 @@ the write lock, so writers are serialised and a conditional write is enough)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Connection,
     Engine,
     Table,
+    Text,
     bindparam,
+    column,
     create_engine,
     event,
     insert,
     select,
     update,
 )
+from sqlalchemy import table as sql_table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
@@ -29,6 +33,10 @@ from dialer.store.dialects.base import Created, Queries
 from dialer.store.dialects.drivers import SqliteDriver
 from dialer.store.models import Attempt, AttemptStatus, Contact, ContactStatus
 from dialer.store.models import CallEvent as CallEventRow
+
+# Rows per executemany in a bulk insert: large enough that statement overhead vanishes,
+# small enough that a batch's dicts stay a few MB.
+_BULK_BATCH = 5_000
 
 
 class SqliteQueries(Queries):
@@ -220,6 +228,25 @@ class SqliteQueries(Queries):
 
     def limit_statement_time(self, session: Session, milliseconds: int) -> None:
         pass  # no statement timeout in SQLite; its tables are small
+
+    def bulk_insert(
+        self, session: Session, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        """Batched executemany. JSON columns are written as the text given: the statement
+        types them as Text, so SQLAlchemy does not encode the JSON a second time."""
+        typed = [
+            column(c, Text() if isinstance(table.c[c].type, JSON) else table.c[c].type)
+            for c in columns
+        ]
+        statement = insert(sql_table(table.name, *typed))
+        batch: list[dict[str, Any]] = []
+        for row in rows:
+            batch.append(dict(zip(columns, row, strict=True)))
+            if len(batch) >= _BULK_BATCH:
+                session.execute(statement, batch)
+                batch = []
+        if batch:
+            session.execute(statement, batch)
 
     def insert_ignoring_conflicts(self, table: Any) -> sqlite.Insert:
         return sqlite.insert(table).on_conflict_do_nothing()

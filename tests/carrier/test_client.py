@@ -1,4 +1,5 @@
-"""The Catapult client against real HTTP: the carrier simulator, and a scripted stdlib server.
+"""The Catapult client and its error mapping (dialer.carrier.client, dialer.carrier.errors)
+against real HTTP: the carrier simulator, and a scripted stdlib server.
 
 No HTTP mocks. The simulator (``dialer.dev.simulator``) stands in for the carrier's
 behaviour; ``FakeCarrier`` below is a real ``http.server`` on localhost for what the
@@ -22,19 +23,13 @@ from typing import Any
 import pytest
 
 from dialer import settings
-from dialer.carrier.catapult import (
-    Action,
-    CallRequest,
-    CarrierError,
-    CatapultClient,
-    InvalidCallRequest,
-)
+from dialer.carrier.client import CatapultClient
+from dialer.carrier.errors import Action, CarrierError
+from dialer.carrier.request import InvalidCallRequest
 from dialer.dev.simulator import SimConfig, Simulator
+from tests.carrier.factories import BASIC, CALLBACK, FROM, FULL, TO
 
 USER, TOKEN, SECRET = "u-sim", "sim-token", "sim-secret"
-CALLBACK = "https://hook-user:hook-PASSWORD-42@dialer.example.com/callbacks/calls"
-FROM = "+19195551212"
-TO = "+19195550100"
 CALLS = f"/v1/users/{USER}/calls"
 
 
@@ -155,7 +150,7 @@ def test_list_calls_pages_through_the_simulator(
 ) -> None:
     created = [sim_client.create_call(BASIC) for _ in range(5)]
     sim_client.create_call(dataclasses.replace(BASIC, to="+19195550142"))
-    caplog.set_level(logging.DEBUG, logger="dialer.carrier.catapult")
+    caplog.set_level(logging.DEBUG, logger="dialer.carrier.client")
     listed = [c["id"] for c in sim_client.list_calls(to=TO, size=2, sort_order="asc")]
     assert listed == created
     gets = [r for r in caplog.records if getattr(r, "method", None) == "GET"]
@@ -294,127 +289,6 @@ def create_error(client: CatapultClient, **changes: Any) -> CarrierError:
     with pytest.raises(CarrierError) as info:
         client.create_call(dataclasses.replace(BASIC, **changes))
     return info.value
-
-
-BASIC = CallRequest(from_=FROM, to=TO)
-FULL = CallRequest(
-    from_=FROM,
-    to=TO,
-    call_timeout=30,
-    callback_url=CALLBACK,
-    callback_timeout=5000,
-    callback_http_method="POST",
-    fallback_url=CALLBACK,
-    bridge_id="brg-1",
-    conference_id="conf-1",
-    recording_enabled=True,
-    recording_max_duration=600,
-    recording_file_format="mp3",
-    transcription_enabled=False,
-    tag='{"a":1}',
-    sip_headers={"X-Campaign": "7"},
-)
-
-
-# ---------------------------------------------------------------------------------------
-# CallRequest
-# ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("changes", "field_name"),
-    [
-        ({"from_": "19195551212"}, "from_"),
-        ({"from_": "+0919555"}, "from_"),
-        ({"from_": "+1234567890123456"}, "from_"),  # 16 digits
-        ({"from_": "+19195551212\n"}, "from_"),
-        ({"from_": "sip:a@b.com"}, "from_"),
-        ({"to": "9195550100"}, "to"),
-        ({"to": "sip:nobody"}, "to"),
-        ({"to": "tel:+19195550100"}, "to"),
-        ({"call_timeout": 0}, "call_timeout"),
-        ({"call_timeout": 301}, "call_timeout"),
-        ({"call_timeout": True}, "call_timeout"),
-        ({"callback_url": "ftp://user:pw@host/x"}, "callback_url"),
-        ({"callback_url": "https://"}, "callback_url"),
-        ({"callback_timeout": 0}, "callback_timeout"),
-        ({"callback_timeout": 10001}, "callback_timeout"),
-        ({"callback_http_method": "PUT"}, "callback_http_method"),
-        ({"fallback_url": "not a url"}, "fallback_url"),
-        ({"recording_file_format": "ogg"}, "recording_file_format"),
-        ({"recording_max_duration": 0}, "recording_max_duration"),
-        ({"recording_enabled": "yes"}, "recording_enabled"),
-        ({"transcription_enabled": 1}, "transcription_enabled"),
-        ({"bridge_id": ""}, "bridge_id"),
-        ({"conference_id": " "}, "conference_id"),
-        ({"tag": "x" * 257}, "tag"),
-        ({"sip_headers": {f"X-H{i}": "v" for i in range(6)}}, "sip_headers"),
-        ({"sip_headers": {"Campaign": "7"}}, "sip_headers"),
-        ({"sip_headers": {"X-" + "h" * 255: "v"}}, "sip_headers"),
-        ({"sip_headers": {"X-H": "v" * 257}}, "sip_headers"),
-        ({"sip_headers": {"X-H": "a\r\nX-Injected: 1"}}, "sip_headers"),
-    ],
-)
-def test_each_broken_rule_names_its_field(changes: dict, field_name: str) -> None:
-    with pytest.raises(InvalidCallRequest) as info:
-        dataclasses.replace(BASIC, **changes).validate()
-    assert info.value.field == field_name
-    assert field_name in str(info.value)
-
-
-@pytest.mark.parametrize("field_name", ["callback_url", "fallback_url"])
-def test_url_errors_never_show_the_url(field_name: str) -> None:
-    bad = "ftp://hook-user:hook-PASSWORD-42@dialer.example.com/x"
-    with pytest.raises(InvalidCallRequest) as info:
-        dataclasses.replace(BASIC, **{field_name: bad}).validate()
-    assert "PASSWORD" not in str(info.value) and "hook-user" not in str(info.value)
-
-
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {},
-        {"to": "sip:someone@somewhere.com"},
-        {"call_timeout": 1},
-        {"call_timeout": 300},
-        {"callback_timeout": 10000},
-        {"callback_http_method": "GET"},
-        {"tag": "x" * 256},
-        {"sip_headers": {f"X-H{i}": "v" * 256 for i in range(5)}},
-    ],
-)
-def test_edges_of_each_rule_are_accepted(changes: dict) -> None:
-    dataclasses.replace(BASIC, **changes).validate()
-    FULL.validate()
-
-
-def test_to_json_is_camel_case_and_omits_unset_fields() -> None:
-    assert BASIC.to_json() == {"from": FROM, "to": TO}
-    body = FULL.to_json()
-    assert body == {
-        "from": FROM,
-        "to": TO,
-        "callTimeout": 30,
-        "callbackUrl": CALLBACK,
-        "callbackTimeout": 5000,
-        "callbackHttpMethod": "POST",
-        "fallbackUrl": CALLBACK,
-        "bridgeId": "brg-1",
-        "conferenceId": "conf-1",
-        "recordingEnabled": True,
-        "recordingMaxDuration": 600,
-        "recordingFileFormat": "mp3",
-        "transcriptionEnabled": False,
-        "tag": '{"a":1}',
-        "sipHeaders": {"X-Campaign": "7"},
-    }
-    text = json.dumps(dataclasses.replace(FULL, tag=None, call_timeout=None).to_json())
-    assert '"recordingEnabled": true' in text and '"transcriptionEnabled": false' in text
-    assert "null" not in text and "callTimeout" not in text and '"tag"' not in text
-
-
-def test_repr_of_a_request_hides_the_callback_password() -> None:
-    assert "PASSWORD" not in repr(FULL)
 
 
 # ---------------------------------------------------------------------------------------

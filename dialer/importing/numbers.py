@@ -1,0 +1,131 @@
+"""Phone numbers and SIP URIs as typed in a file, to the addresses the dialer calls.
+
+``normalize`` gives E.164 for a dialable number (``phonenumbers`` decides, with the
+campaign's region as the default) or a SIP URI with its scheme in lower case, else the
+reason it cannot be dialed. NANP numbers typed the usual ways take a fast path that
+reaches phonenumbers' own verdict without its parser (a million-row import spends most of
+its time here).
+"""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumber, ValidationResult
+from phonenumbers.phonemetadata import PhoneMetadata
+
+MAX_ADDRESS = 255  # contact.e164 / suppression.e164 are String(255)
+
+# sip:user@host[:port] (and sips:). The user part excludes ':' so a password form
+# (user:secret@host) is refused rather than dialed with a secret in it.
+_SIP = re.compile(
+    r"(sips?):([^\s@:]+)@([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::(\d{1,5}))?",
+    re.IGNORECASE,
+)
+_TEL = re.compile(r"tel:", re.IGNORECASE)
+
+# The fast path: NANP numbers typed the usual ways ("+1 919 555 1212", "(919) 555-1212",
+# "1-919-555-1212"). Only the spelling is decided here; validity is still phonenumbers'
+# verdict on the same PhoneNumber that ``parse`` would build. Anything else, and every
+# number the fast path finds invalid, goes through ``parse`` so the answer and the reason
+# are the slow path's own (tests/test_importing.py compares the two on many numbers).
+_FAST_PUNCTUATION = str.maketrans("", "", " ()-.")
+_NANP_SPELLING = re.compile(r"(\+1|1)?([2-9]\d{9})")
+# Plain national spellings are only fast for regions whose national prefix is the bare
+# "1" with no transform rule, so ``parse`` provably reads the same digits.
+_NANP_FAST_REGIONS = frozenset(
+    r
+    for r in ("US", "CA")
+    if (m := PhoneMetadata.metadata_for_region(r)) is not None
+    and m.national_prefix_for_parsing == "1"
+    and m.national_prefix_transform_rule is None
+)
+# ``is_valid_number`` on a +1 number finds its region by trying the NANP regions in order,
+# US first; US has no leading-digits pattern, so a number that is valid for US is exactly
+# one it would call valid. Checking US directly skips the search for the common case.
+_US_SHORTCUT = (
+    phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(1, ("",))[0] == "US"
+    and (us := PhoneMetadata.metadata_for_region("US")) is not None
+    and us.leading_digits is None
+)
+
+
+def _valid_nanp(national: int) -> bool:
+    number = PhoneNumber(country_code=1, national_number=national)
+    if _US_SHORTCUT and phonenumbers.is_valid_number_for_region(number, "US"):
+        return True
+    return phonenumbers.is_valid_number(number)
+
+
+def normalize(raw: str, region: str) -> tuple[str | None, str | None]:
+    """``(address, None)`` for a dialable number or SIP URI, else ``(None, reason)``.
+
+    Numbers come back in E.164 (``+19195551212``), parsed with ``region`` as the default;
+    SIP URIs come back as given with the scheme in lower case.
+    """
+    text = raw.strip()
+    if not text:
+        return None, "empty"
+    if len(text) > MAX_ADDRESS:
+        return None, "too long"
+    head = text[:5].lower()
+    if head.startswith(("sip:", "sips:")):
+        return _normalize_sip(text)
+    if _TEL.match(text):
+        text = text[4:].strip()
+        if not text:
+            return None, "empty"
+    fast = _NANP_SPELLING.fullmatch(text.translate(_FAST_PUNCTUATION))
+    if fast is not None and (fast.group(1) == "+1" or region in _NANP_FAST_REGIONS):
+        digits = fast.group(2)
+        if _valid_nanp(int(digits)):
+            return "+1" + digits, None
+    return _normalize_slow(text, region)
+
+
+def _normalize_sip(text: str) -> tuple[str | None, str | None]:
+    match = _SIP.fullmatch(text)
+    if match is None:
+        return None, "not a valid SIP URI (expected sip:user@host[:port])"
+    port = match.group(4)
+    if port is not None and not 0 < int(port) < 65536:
+        return None, f"not a valid SIP URI (port {port})"
+    scheme = match.group(1)
+    return scheme.lower() + text[len(scheme) :], None
+
+
+def _normalize_slow(text: str, region: str) -> tuple[str | None, str | None]:
+    try:
+        number = phonenumbers.parse(text, region)
+    except NumberParseException as exc:
+        kind = exc.error_type
+        if kind == NumberParseException.NOT_A_NUMBER:
+            return None, "not a phone number"
+        if kind == NumberParseException.TOO_LONG:
+            return None, "too long"
+        if kind in (NumberParseException.TOO_SHORT_NSN, NumberParseException.TOO_SHORT_AFTER_IDD):
+            return None, "too short"
+        if kind == NumberParseException.INVALID_COUNTRY_CODE:
+            if text.startswith("+"):
+                return None, "unknown country code"
+            return None, f"not a valid number for region {region}"
+        return None, "not a phone number"
+    if number.extension:
+        return None, f"has an extension ({number.extension}), which cannot be dialed"
+    if phonenumbers.is_valid_number(number):
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible == ValidationResult.TOO_SHORT:
+        return None, "too short"
+    if possible == ValidationResult.TOO_LONG:
+        return None, "too long"
+    if possible == ValidationResult.IS_POSSIBLE_LOCAL_ONLY:
+        return None, "too short (no area code?)"
+    if possible == ValidationResult.INVALID_COUNTRY_CODE:
+        return None, "unknown country code"
+    national = not text.startswith("+") and number.country_code == (
+        phonenumbers.country_code_for_region(region)
+    )
+    return None, f"not a valid number for region {region}" if national else "not a valid number"
