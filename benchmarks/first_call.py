@@ -53,7 +53,7 @@ def backlog(bench: Bench) -> int:
     import redis
 
     r = redis.Redis.from_url(bench.redis.url)
-    return sum(int(r.llen(q)) for q in ("dialer.dial", "dialer.events")) + int(r.hlen("unacked"))
+    return int(r.llen("dialer.dial")) + int(r.hlen("unacked"))
 
 
 def wait_idle(bench: Bench, timeout: float = 90.0) -> float:

@@ -23,32 +23,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from dialer import settings
-from dialer.dev.fleet import RedisServer, free_port, fresh_database
+from dialer.dev.fleet import RedisServer, fresh_database
 from dialer.dev.simulator import SimConfig, Simulator
 from dialer.store.models import Base
+from tests.helpers import REDIS_PORT, TEST_DATABASE_URL, TEST_ENV
 
-TEST_DATABASE_URL = os.environ.get(
-    "DIALER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dialer_test"
-)
-
-
-REDIS_PORT = free_port()
 # Set before any test module imports the Celery app, and inherited by every process a
 # test starts: nothing in the suite can reach the machine's own Redis or database.
-TEST_ENV = {
-    "DIALER_DATABASE_URL": TEST_DATABASE_URL,
-    "DIALER_BROKER_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
-    "DIALER_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
-    "CATAPULT_API_URL": "http://127.0.0.1:9",
-    "CATAPULT_USER_ID": "u-sim",
-    "CATAPULT_API_TOKEN": "sim-token",
-    "CATAPULT_API_SECRET": "sim-secret",
-    "DIALER_CALLBACK_URL": "http://127.0.0.1:9",
-    "DIALER_CALLBACK_SECRET": "test-callback-secret",
-    "DIALER_ACCOUNT_CPS": "1000",
-    "DIALER_NUMBER_CPS": "1000",
-    "DIALER_HTTP_TIMEOUT": "2",
-}
 os.environ.update(TEST_ENV)
 settings.override(None)
 
@@ -146,12 +127,3 @@ def tmp_csv(tmp_path: Path):
 
     return write
 
-
-def database_named(name: str) -> str:
-    """A fresh database beside the test database, for tests that run whole processes."""
-    # Prefixed with the test database's own name, so two suites on one server (two
-    # checkouts, CI beside a developer) never share a database.
-    base = make_url(TEST_DATABASE_URL)
-    return fresh_database(
-        base.set(database=f"{base.database}_{name}").render_as_string(hide_password=False)
-    )

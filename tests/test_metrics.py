@@ -37,6 +37,7 @@ from dialer.dev.simulator import Simulator
 from dialer.store import db
 from dialer.store.models import Attempt, Campaign, CampaignState
 from dialer.worker import scheduling, tasks
+from tests.factories import apply_callback
 
 CALLBACK_SECRET = "cb/secret:with odd chars"
 METRICS_TOKEN = "metrics-token-0123456789"
@@ -226,11 +227,9 @@ def test_a_dial_and_an_event_go_through_with_metrics_redis_down(sim: Simulator) 
         with db.session_scope() as session:
             call_id = session.get(Attempt, aid).call_id
         assert call_id is not None, "the call was created"
-        result = tasks.apply_event.run(
-            {"eventType": "hangup", "callId": call_id, "cause": "USER_BUSY"},
-            clock.now().isoformat(),
-        )
-        assert result == "applied"
+        apply_callback({"eventType": "hangup", "callId": call_id, "cause": "USER_BUSY"})
+        with db.session_scope() as session:
+            assert session.get(Attempt, aid).status == "ended", "the event was applied"
         assert rec.pending().get(metrics._CREATED) == 1, "kept for when Redis is back"
     finally:
         metrics.reset(None)

@@ -30,7 +30,7 @@ _TEL = re.compile(r"tel:", re.IGNORECASE)
 # "1-919-555-1212"). Only the spelling is decided here; validity is still phonenumbers'
 # verdict on the same PhoneNumber that ``parse`` would build. Anything else, and every
 # number the fast path finds invalid, goes through ``parse`` so the answer and the reason
-# are the slow path's own (tests/test_importing.py compares the two on many numbers).
+# are the slow path's own (tests/importing/test_importing.py compares the two on many numbers).
 _FAST_PUNCTUATION = str.maketrans("", "", " ()-.")
 _NANP_SPELLING = re.compile(r"(\+1|1)?([2-9]\d{9})")
 # Plain national spellings are only fast for regions whose national prefix is the bare

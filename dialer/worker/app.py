@@ -21,7 +21,7 @@ from kombu import Exchange, Queue
 
 from dialer import logs, settings
 
-QUEUES = ("dialer.control", "dialer.events", "dialer.dial")
+QUEUES = ("dialer.control", "dialer.dial")
 TICK_SECONDS = 1.0
 SWEEP_SECONDS = 10.0
 
@@ -59,13 +59,12 @@ def configure(s: settings.Settings) -> None:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
         task_default_queue="dialer.dial",
-        # Each queue with its own exchange and key: declared bare, all three would bind
-        # the default key and every message would land in all of them.
+        # Each queue with its own exchange and key: declared bare, both would bind
+        # the default key and every message would land in both.
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         task_routes={
             "dialer.tick": {"queue": "dialer.control"},
             "dialer.sweep": {"queue": "dialer.control"},
-            "dialer.apply_event": {"queue": "dialer.events"},
             "dialer.dial": {"queue": "dialer.dial"},
             "dialer.dial_batch": {"queue": "dialer.dial"},
         },

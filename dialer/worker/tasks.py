@@ -5,31 +5,25 @@
   one ``dial`` per attempt after that transaction commits (``dialer.worker.scheduling``).
 - ``dial`` takes its slot in the fleet-wide pace, claims the attempt in the database,
   creates the call, and records what the carrier said (``dialer.worker.dialing``).
-- callback events are applied in batches by the consumer threads of ``dialer.worker.applier``,
-  which every worker runs beside these tasks; ``apply_event`` (one event per task) is
-  kept for messages an older receiver left in the broker.
+- callback events are not tasks: the consumer threads of ``dialer.worker.applier``, which
+  every worker runs beside these tasks, apply them in batches from the event stream.
 - ``sweep`` (every ten seconds) re-finds what a crash, a lost message or an ambiguous
   request left behind: expired leases, queued work nobody ran, ambiguous creates,
   events that arrived before their call id was stored (``dialer.worker.sweep``).
 
 The worker process's carrier client and pacer, and the publishing of dial messages, are in
 ``dialer.worker.clients``. Due times live in the database; countdowns are short (at most
-``clients.MAX_COUNTDOWN``), because Redis redelivers long-ETA tasks (field-notes.md,
+``clients.MAX_COUNTDOWN``), because Redis redelivers long-ETA tasks (docs/field-notes.md,
 "Celery on Redis").
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from dialer import clock, logs, metrics
-from dialer.carrier import events
-from dialer.state import events as applying
-from dialer.store import db
+from dialer import clock
 from dialer.worker import applier, dialing, scheduling
 from dialer.worker import sweep as sweeping
 from dialer.worker.app import app
@@ -60,24 +54,6 @@ def dial_batch(attempt_ids: list[int]) -> None:
 # Callbacks arrive on the event stream and are applied in batches by consumer threads
 # that every worker runs beside its task pool (dialer.worker.applier), not by a task per event.
 applier.install(app)
-
-
-@app.task(name="dialer.apply_event", **_retry_db)
-def apply_event(payload: dict[str, Any], received_at: str) -> str:
-    """One event as a task: how receivers before the event stream handed events over.
-    Kept for the messages such a receiver left in the broker at an upgrade."""
-    try:
-        event = events.parse(payload)
-    except events.BadEvent as exc:  # the receiver validated it; never loop on a bad one
-        log.error("dropping malformed event: %s", exc)
-        metrics.event_applied("malformed", None)
-        return "malformed"
-    with logs.bound(attempt=event.attempt_id), db.session_scope() as session:
-        disposition = applying.apply_event(
-            session, event, datetime.fromisoformat(received_at), clock.now()
-        )
-    metrics.event_applied(disposition, received_at)  # committed: the lag ends here
-    return disposition
 
 
 @app.task(name="dialer.sweep", **_retry_db)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select
 
-from dialer.dev.fleet import Fleet, wait_until
+from dialer.dev.fleet import Fleet, RedisServer, wait_until
 from dialer.store.models import Attempt
-from tests.conftest import RedisServer, database_named
+from tests.helpers import database_named
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.chaos import run_chaos
-from tests.conftest import database_named
+from tests.helpers import database_named
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from benchmarks.pacing import busiest_second
-from dialer.dev.fleet import Fleet, wait_until
-from tests.conftest import RedisServer, database_named
+from dialer.dev.fleet import Fleet, RedisServer, wait_until
+from tests.helpers import database_named
 
 pytestmark = pytest.mark.e2e
 

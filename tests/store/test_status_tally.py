@@ -4,7 +4,7 @@ writers, before and after compaction; and what ``campaign status`` shows from th
 what counting shows.
 
 The workload runs the real tasks, state machine and import (COPY) against PostgreSQL
-and the simulator, on a controlled clock, as tests/test_calling_rules.py does.
+and the simulator, on a controlled clock, as tests/policy/test_calling_rules.py does.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dialer.state import windows
 from dialer.store import db, tally
 from dialer.store.models import Attempt, AttemptStatus, Contact, ContactStatus
 from dialer.worker import tasks
-from tests.test_calling_rules import LA, NY, at, dial_all, finish_run, queued, recurring
+from tests.factories import LA, NY, apply_callback, at, dial_all, finish_run, queued, recurring
 
 # What the triggers keep, and the same counted from the rows: (campaign, status, zone key
 # of pending contacts) -> contacts; (campaign, run) -> calls.
@@ -85,7 +85,7 @@ def events(call_id: str, *kinds: str) -> None:
             if kind == "answer"
             else {"eventType": "hangup", "callId": call_id, "cause": kind}
         )
-        tasks.apply_event.run(event, clock.now().isoformat())
+        apply_callback(event)
 
 
 def calls_to(sim: Simulator) -> dict[str, str]:

@@ -20,10 +20,10 @@ from dialer.state import windows
 from dialer.store import campaign_status, db, migrate
 from dialer.store.dialects import drivers
 from dialer.store.models import Attempt, Contact
-from tests.test_calling_rules import LA, NY, at, dial_all, queued
+from tests.factories import LA, NY, at, dial_all, queued
 
 HEAVY = ("sqlalchemy", "dialer.store.models", "dialer.api", "phonenumbers", "celery", "dialer.worker.tasks")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs the CLI in a fresh interpreter, then says which heavy modules it had imported.
 PROBE = f"""

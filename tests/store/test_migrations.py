@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from dialer.store import migrate
 from dialer.store.models import Base
-from tests.conftest import database_named
+from tests.helpers import database_named
 
 
 def _differences(url: str) -> list[object]:

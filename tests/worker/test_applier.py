@@ -27,7 +27,7 @@ from dialer.state import events as applying
 from dialer.store import db
 from dialer.store.models import Attempt, CallEvent, Campaign, CampaignState, Contact
 from dialer.worker.applier import Applier
-from tests.conftest import TEST_ENV
+from tests.helpers import TEST_ENV
 
 OUTCOMES = [
     [("answer", None), ("hangup", "NORMAL_CLEARING")],

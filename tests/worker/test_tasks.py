@@ -21,17 +21,9 @@ from dialer.policy import pacing
 from dialer.state import common
 from dialer.state import events as applying
 from dialer.store import db
-from dialer.store.models import Attempt, AttemptStatus, Campaign, CampaignState, Contact
+from dialer.store.models import Attempt, AttemptStatus, Contact
 from dialer.worker import clients, scheduling, sweep, tasks
-
-
-def campaign_with(numbers: list[str], **options) -> int:
-    report = api.create_campaign(
-        "t", "+19195550000", [{"phone": n, "k": "v"} for n in numbers], **options
-    )
-    with db.session_scope() as session:
-        session.get(Campaign, report["id"]).state = CampaignState.RUNNING
-    return report["id"]
+from tests.factories import apply_callback, attempt, campaign_with
 
 
 def release_and_dial(campaign_id: int) -> list[int]:
@@ -39,11 +31,6 @@ def release_and_dial(campaign_id: int) -> list[int]:
     for attempt_id in ids:
         tasks.dial.run(attempt_id)
     return ids
-
-
-def attempt(attempt_id: int) -> Attempt:
-    with db.session_scope() as session:
-        return session.get(Attempt, attempt_id)
 
 
 def contact_of(attempt_id: int) -> Contact:
@@ -194,10 +181,7 @@ def test_lost_answer_is_found_before_dialing_again(sim: Simulator) -> None:
     [aid] = release_and_dial(cid)
     call_id = attempt(aid).call_id
     wait_until(lambda: sim.calls()[0]["state"] == "completed", 10)
-    tasks.apply_event.run(
-        {"eventType": "hangup", "callId": call_id, "cause": "NORMAL_CLEARING"},
-        clock.now().isoformat(),
-    )
+    apply_callback({"eventType": "hangup", "callId": call_id, "cause": "NORMAL_CLEARING"})
     assert contact_of(aid).status == "dialing"
     assert sweep.recover_overdue(clock.now() + timedelta(seconds=1)) == 1
     a = attempt(aid)

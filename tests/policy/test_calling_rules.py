@@ -10,7 +10,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from dialer import api, clock
 from dialer.dev.simulator import Simulator
@@ -23,19 +23,20 @@ from dialer.store.models import (
     CampaignRun,
     CampaignState,
     Contact,
-    ContactStatus,
 )
 from dialer.worker import scheduling, tasks
-from tests.test_tasks import attempt, campaign_with
-
-NY = [f"+1212555{i:04d}" for i in range(3)]
-LA = [f"+1310555{i:04d}" for i in range(2)]
-
-
-def at(*args: int) -> datetime:
-    moment = datetime(*args, tzinfo=UTC)
-    clock.set_source(lambda: moment)
-    return moment
+from tests.factories import (
+    LA,
+    NY,
+    apply_callback,
+    at,
+    attempt,
+    campaign_with,
+    dial_all,
+    finish_run,
+    queued,
+    recurring,
+)
 
 
 def contacts(campaign_id: int) -> dict[str, Contact]:
@@ -50,23 +51,6 @@ def statuses(campaign_id: int) -> dict[str, str]:
 
 def dialed(sim: Simulator) -> list[str]:
     return sorted(c["to"] for c in sim.calls())
-
-
-def dial_all(ids: list[int]) -> None:
-    for aid in ids:
-        tasks.dial.run(aid)
-
-
-def queued(campaign_id: int) -> list[int]:
-    """Attempts released (by a tick, or by a command that releases at once) and unsent."""
-    with db.session_scope() as session:
-        return list(
-            session.scalars(
-                select(Attempt.id).where(
-                    Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.QUEUED
-                )
-            )
-        )
 
 
 def test_contacts_outside_their_window_wait_in_the_table_until_it_opens(sim: Simulator) -> None:
@@ -116,10 +100,7 @@ def test_a_retry_after_hours_waits_for_the_next_day(sim: Simulator) -> None:
     [aid] = scheduling.release(cid)
     tasks.dial.run(aid)
     call_id = attempt(aid).call_id
-    tasks.apply_event.run(
-        {"eventType": "hangup", "callId": call_id, "cause": "USER_BUSY"},
-        clock.now().isoformat(),
-    )
+    apply_callback({"eventType": "hangup", "callId": call_id, "cause": "USER_BUSY"})
     c = contacts(cid)[NY[0]]
     assert (c.status, c.attempts) == ("pending", 1)
     assert c.due_at == datetime(2026, 11, 30, 14, 0, tzinfo=UTC), "ready 17:00, shut: Monday"
@@ -183,10 +164,7 @@ def test_update_changes_retry_and_attempt_rules_for_work_not_yet_sent(sim: Simul
     cid = campaign_with(NY, retry_delay=3600, max_attempts=3)
     dial_all(scheduling.release(cid))
     for a in sim.calls():
-        tasks.apply_event.run(
-            {"eventType": "hangup", "callId": a["id"], "cause": "USER_BUSY"},
-            clock.now().isoformat(),
-        )
+        apply_callback({"eventType": "hangup", "callId": a["id"], "cause": "USER_BUSY"})
     assert {c.due_at for c in contacts(cid).values()} == {clock.now() + timedelta(hours=1)}
     api.update(cid, retry_delay=60)
     assert {c.due_at for c in contacts(cid).values()} == {clock.now() + timedelta(minutes=1)}
@@ -216,23 +194,6 @@ def test_bad_updates_name_the_option_and_change_nothing(sim: Simulator) -> None:
 # ------------------------------------------------------------------ recurring runs
 
 
-def finish_run(campaign_id: int) -> None:
-    """Every contact of the current run final (answered), then the tick completes it."""
-    with db.session_scope() as session:
-        session.execute(
-            update(Attempt)
-            .where(Attempt.campaign_id == campaign_id, Attempt.status == AttemptStatus.QUEUED)
-            .values(status=AttemptStatus.WITHDRAWN)
-        )
-        session.execute(
-            update(Contact)
-            .where(Contact.campaign_id == campaign_id, Contact.status.in_(["pending", "dialing"]))
-            .values(status=ContactStatus.ANSWERED, due_at=None)
-        )
-    scheduling.release(campaign_id)
-    assert api.status(campaign_id)["state"] == "completed"
-
-
 def runs(campaign_id: int) -> list[int]:
     with db.session_scope() as session:
         return list(
@@ -242,18 +203,6 @@ def runs(campaign_id: int) -> list[int]:
                 .order_by(CampaignRun.number)
             )
         )
-
-
-def recurring(schedule: str = "0 10 * * *") -> int:
-    report = api.create_campaign(
-        "daily",
-        "+19195550000",
-        [{"phone": n} for n in [*NY, "not a number", NY[0]]],
-        schedule=schedule,
-        timezone="America/New_York",
-    )
-    api.start(report["id"])
-    return report["id"]
 
 
 def test_a_schedule_starts_each_run_once_even_with_two_beats(sim: Simulator) -> None:
@@ -326,11 +275,8 @@ def test_each_run_is_exported_on_its_own(sim: Simulator, tmp_path: Path) -> None
     dial_all(queued(cid))
     first_calls = {c["to"]: c["id"] for c in sim.calls()}
     for call_id in first_calls.values():
-        tasks.apply_event.run({"eventType": "answer", "callId": call_id}, clock.now().isoformat())
-        tasks.apply_event.run(
-            {"eventType": "hangup", "callId": call_id, "cause": "NORMAL_CLEARING"},
-            clock.now().isoformat(),
-        )
+        apply_callback({"eventType": "answer", "callId": call_id})
+        apply_callback({"eventType": "hangup", "callId": call_id, "cause": "NORMAL_CLEARING"})
     scheduling.release(cid)
     assert api.status(cid)["state"] == "completed"
     at(2026, 11, 27, 15, 0, 5)

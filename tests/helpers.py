@@ -1,0 +1,46 @@
+"""The suite's environment and fresh databases for tests that run whole processes.
+
+Imported by conftest before anything loads the Celery app or the settings, so it imports
+nothing of the dialer's that reads them. Test modules import shared helpers from here and
+from ``tests.factories``, never from one another.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy.engine import make_url
+
+from dialer.dev.fleet import free_port, fresh_database
+
+# ------------------------------------------------------------------ the environment
+
+TEST_DATABASE_URL = os.environ.get(
+    "DIALER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dialer_test"
+)
+
+REDIS_PORT = free_port()
+TEST_ENV = {
+    "DIALER_DATABASE_URL": TEST_DATABASE_URL,
+    "DIALER_BROKER_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+    "DIALER_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+    "CATAPULT_API_URL": "http://127.0.0.1:9",
+    "CATAPULT_USER_ID": "u-sim",
+    "CATAPULT_API_TOKEN": "sim-token",
+    "CATAPULT_API_SECRET": "sim-secret",
+    "DIALER_CALLBACK_URL": "http://127.0.0.1:9",
+    "DIALER_CALLBACK_SECRET": "test-callback-secret",
+    "DIALER_ACCOUNT_CPS": "1000",
+    "DIALER_NUMBER_CPS": "1000",
+    "DIALER_HTTP_TIMEOUT": "2",
+}
+
+
+def database_named(name: str) -> str:
+    """A fresh database beside the test database, for tests that run whole processes."""
+    # Prefixed with the test database's own name, so two suites on one server (two
+    # checkouts, CI beside a developer) never share a database.
+    base = make_url(TEST_DATABASE_URL)
+    return fresh_database(
+        base.set(database=f"{base.database}_{name}").render_as_string(hide_password=False)
+    )
