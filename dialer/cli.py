@@ -89,13 +89,6 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--host", default="0.0.0.0")
     rec.add_argument("--port", type=int, default=8080)
     rec.add_argument("--workers", type=int, default=2)
-    # Kept so that command lines written for the gunicorn receiver still start.
-    rec.add_argument(
-        "--threads",
-        type=int,
-        default=16,
-        help="ignored: each process serves its requests concurrently on one event loop",
-    )
 
     sim = sub.add_parser("simulator", help="a local stand-in for the carrier", add_help=False)
     sim.add_argument("args", nargs=argparse.REMAINDER)
@@ -148,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "receiver":
         from dialer.callbacks import receiver
 
-        receiver.serve(args.host, args.port, workers=args.workers, threads=args.threads)
+        receiver.serve(args.host, args.port, workers=args.workers)
         return 0
     if args.command == "demo":
         from dialer.dev import demo

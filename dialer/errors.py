@@ -1,5 +1,6 @@
-"""``ApiError``, apart from ``dialer.api`` so the lean status path (``dialer.status``)
-raises the very class ``dialer.api`` exports without importing it."""
+"""``ApiError``, apart from ``dialer.api`` so the lean status path
+(``dialer.store.campaign_status``) raises the very class ``dialer.api`` exports without
+importing it."""
 
 from __future__ import annotations
 

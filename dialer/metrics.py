@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 KEY = "dialer:metrics"  # one Redis hash: field = JSON [name, {label: value}], value = count
 FLUSH_SECONDS = 1.0
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-# What the carrier documents (catapult-v1.md, "Callback events"); anything else is "other".
+# What the carrier documents (docs/carrier.md, "Callback events"); anything else is "other".
 KNOWN_EVENTS = frozenset(
     {"answer", "hangup", "timeout", "playback", "speak", "gather", "dtmf", "recording"}
     | {"transcription", "error", "incomingcall", "reject", "transfer-complete"}

@@ -1,7 +1,7 @@
 """Every setting the dialer reads, read and checked in one place.
 
 Each value comes from the environment through a coercer that names the variable and
-what it expected when the value is malformed (interface.md, "Configuration"). Secrets
+what it expected when the value is malformed (docs/interface.md, "Configuration"). Secrets
 are kept out of ``repr`` so they never reach a log line or a traceback.
 """
 
@@ -117,7 +117,7 @@ class Settings:
             )
 
 
-# variable name -> (attribute, coercer). The order is the order of interface.md.
+# variable name -> (attribute, coercer). The order is the order of docs/interface.md.
 _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DIALER_DATABASE_URL": ("database_url", _database_url),
     "DIALER_BROKER_URL": ("broker_url", _url(("redis", "rediss", "memory"))),

@@ -1,5 +1,5 @@
-"""uvicorn's httptools protocol with limits on a request's head, as gunicorn had, and
-``TCP_NODELAY`` on every connection.
+"""uvicorn's httptools protocol with limits on a request's head and ``TCP_NODELAY`` on
+every connection.
 
 httptools (llhttp) sets no bound on the request line or the headers, and gathers a
 header that arrives in pieces until it is whole: a client could make a receiver

@@ -1,6 +1,6 @@
 """The callback receiver: authenticate, bound, validate, hand over; nothing else.
 
-It faces the internet. The carrier signs nothing (catapult-v1.md, "Callback events"),
+It faces the internet. The carrier signs nothing (docs/carrier.md, "Callback events"),
 so every request must carry ``DIALER_CALLBACK_SECRET``: as the password of Basic
 credentials (the documented way: the dialer puts ``dialer:SECRET@`` into each call's
 callbackUrl and the platform turns it into an ``Authorization`` header), or as a path
@@ -56,10 +56,12 @@ Handover = Callable[[str, str], None]
 AsyncHandover = Callable[[str, str], Awaitable[None]]
 StartResponse = Callable[..., Any]
 Scrape = Callable[[], tuple[bytes, str]]
-KEEPALIVE = 5  # seconds an idle connection is kept (as gunicorn's was)
-MAX_REQUEST_LINE = 4094  # bytes, as gunicorn's limit_request_line
-MAX_HEADER_FIELDS = 50  # as gunicorn's limit_request_fields
-MAX_HEADER_FIELD = 8190  # bytes of one header line, as gunicorn's limit_request_field_size
+# Bounds on a request's head: the common web-server defaults (nginx, gunicorn), far above
+# what the carrier's callbacks need, so a client can make a process hold only a few KB.
+KEEPALIVE = 5  # seconds an idle connection is kept
+MAX_REQUEST_LINE = 4094  # bytes
+MAX_HEADER_FIELDS = 50
+MAX_HEADER_FIELD = 8190  # bytes of one header line
 
 
 def callback_urls(s: settings.Settings) -> tuple[str, str]:
@@ -533,15 +535,14 @@ def app() -> AsgiReceiver:
     return receiver
 
 
-def serve(host: str, port: int, workers: int = 2, threads: int | None = None) -> None:
+def serve(host: str, port: int, workers: int = 2) -> None:
     """Run the receiver: uvicorn (httptools), ``workers`` processes under uvicorn's
     supervisor, which replaces one that dies and, on SIGTERM, stops each gracefully
-    (in-flight requests are answered, for up to 10 s). ``threads`` is accepted and
-    ignored: each process serves its requests concurrently on one event loop."""
+    (in-flight requests are answered, for up to 10 s). Each process serves its requests
+    concurrently on one event loop."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    del threads
     settings.get().require("DIALER_CALLBACK_SECRET")
     config = uvicorn.Config(
         "dialer.callbacks.receiver:app",
@@ -549,7 +550,7 @@ def serve(host: str, port: int, workers: int = 2, threads: int | None = None) ->
         host=host,
         port=port,
         workers=workers,
-        # httptools, with gunicorn's limits on the request line and headers.
+        # httptools, with limits on the request line and headers (httplimits).
         http="dialer.callbacks.httplimits:BoundedHttpToolsProtocol",
         # uvloop where installed (a dependency on Linux): ~20% less CPU per event than
         # asyncio's own loop in benchmarks/receiver.py; asyncio's loop otherwise.

@@ -132,7 +132,7 @@ class CatapultClient:
         Raises :class:`InvalidCallRequest` before sending anything, or :class:`CarrierError`.
         Transport failures are split by whether the request can have reached the carrier:
         a refused connection or connect timeout is RETRY, a read timeout or a connection
-        lost after sending is AMBIGUOUS (catapult-v1.md: "the call may exist").
+        lost after sending is AMBIGUOUS (docs/carrier.md: "the call may exist").
         """
         request.validate()
         body = json.dumps(request.to_json(), allow_nan=False).encode()
@@ -189,7 +189,7 @@ class CatapultClient:
     ) -> Iterator[dict[str, Any]]:
         """Every call matching the filters, page by page (pages count from 0).
 
-        Follows a ``Link: <…>; rel="next"`` header when the carrier sends one (catapult-v1.md,
+        Follows a ``Link: <…>; rel="next"`` header when the carrier sends one (docs/carrier.md,
         "Read calls"), but only to the API's own origin, since the session would hand our
         Basic credentials to any host; otherwise asks for the next page number and stops on
         a page shorter than ``size``.

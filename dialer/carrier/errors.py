@@ -134,7 +134,7 @@ def _details(body: Any) -> dict[str, Any]:
 
 
 def _epoch_seconds(value: Any) -> float | None:
-    """An epoch time from a header or detail. Documented in milliseconds (catapult-v1.md,
+    """An epoch time from a header or detail. Documented in milliseconds (docs/carrier.md,
     429); a value too small to be milliseconds since 1973 is taken as seconds, since
     reading seconds as milliseconds would put the reset in January 1970."""
     try:
@@ -164,7 +164,7 @@ def retry_at_of(response: requests.Response, details: dict[str, Any]) -> float |
     return None
 
 
-# 403 category/code -> action (catapult-v1.md, "Errors").
+# 403 category/code -> action (docs/carrier.md, "Errors").
 _FORBIDDEN_CATEGORIES = {
     "limit": Action.RATE_LIMITED,
     "credit": Action.STOP,
@@ -179,7 +179,7 @@ _FORBIDDEN_CODES = {
 
 
 def action_for(status: int, category: str | None, code: str | None, *, creates: bool) -> Action:
-    """The Errors table of catapult-v1.md, plus the statuses it does not list."""
+    """The Errors table of docs/carrier.md, plus the statuses it does not list."""
     if status == 400:
         return Action.PERMANENT
     if status == 401:

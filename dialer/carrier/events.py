@@ -1,6 +1,6 @@
 """Catapult callback events: validated and turned into the dialer's ``CallEvent``.
 
-catapult-v1.md, "Callback events": ``eventType`` names the event; ``answer``, ``hangup``
+docs/carrier.md, "Callback events": ``eventType`` names the event; ``answer``, ``hangup``
 and ``timeout`` carry ``callId`` and ``time``; ``hangup`` carries ``cause``; ``tag`` is
 documented on ``answer`` only, so it is never relied on. Other event types are kept
 and not failed on. Be liberal in what is accepted, strict in what is used.
@@ -100,7 +100,7 @@ def attempt_id_from_tag(tag: Any) -> int | None:
 def from_call(call: dict[str, Any], log: list[dict[str, Any]]) -> list[CallEvent]:
     """A finished call's events as read back from the carrier, for callbacks that never
     arrived: the listed events (``{id, time, name, data}``), plus the ending its state
-    implies when the list has no hangup (catapult-v1.md, "Read calls")."""
+    implies when the list has no hangup (docs/carrier.md, "Read calls")."""
     call_id = call.get("id")
     found: list[CallEvent] = []
     for item in log:

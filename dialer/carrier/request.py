@@ -28,7 +28,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 MAX_CALL_TIMEOUT = 300  # seconds (create-call page: "Maximum Time: 300")
 MAX_CALLBACK_TIMEOUT = 10_000  # milliseconds (create-call page: "Maximum Time: 10000")
-MAX_TAG = 256  # v1 is silent; the newer API documents 256 (catapult-v1.md)
+MAX_TAG = 256  # v1 is silent; the newer API documents 256 (docs/carrier.md)
 MAX_SIP_HEADERS = 5
 MAX_SIP_HEADER_PART = 256
 

@@ -40,7 +40,7 @@ MAX_ATTEMPTS = 2
 RETRY_DELAY = 1  # seconds
 CALL_TIMEOUT = 30
 WORKER_THREADS = 16  # half production's 32: one SQLite connection serves them all
-RECEIVER_THREADS = 16  # requests served at once (what gunicorn gave each process)
+RECEIVER_THREADS = 16  # requests the demo's receiver serves at once
 EXPORT_NAME = "dialer-demo-export.csv"
 DEADLINE = 120  # seconds the campaign may take before the demo gives up
 

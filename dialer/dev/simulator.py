@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 
 OUTCOMES = ("answered", "busy", "no-answer", "rejected", "congestion", "unallocated", "silent")
 
-# The hangup cause each unanswered outcome ends with (catapult-v1.md, "Callback events").
+# The hangup cause each unanswered outcome ends with (docs/carrier.md, "Callback events").
 _HANGUP_CAUSE = {
     "busy": "USER_BUSY",
     "rejected": "CALL_REJECTED",
@@ -202,7 +202,7 @@ def _invalid(name: str, value: Any, message: str, code: str = "validation-error"
 
 
 def _validate_create(body: Any) -> dict:
-    """Check a create-call body like the platform does (catapult-v1.md, "Create a call")."""
+    """Check a create-call body like the platform does (docs/carrier.md, "Create a call")."""
     if not isinstance(body, dict):
         raise _invalid("body", "", "the request body must be a JSON object")
     for name in sorted(body):
@@ -414,7 +414,7 @@ class _Call:
         }
 
     def resource(self) -> dict:
-        """The call as ``GET …/calls/{id}`` shows it (catapult-v1.md, "Read calls")."""
+        """The call as ``GET …/calls/{id}`` shows it (docs/carrier.md, "Read calls")."""
         out: dict[str, Any] = {
             "id": self.id,
             "direction": "out",
@@ -609,7 +609,7 @@ class _Handler(BaseHTTPRequestHandler):
                 result = sim._create(self._json(raw), self._base())
                 if result.get("ambiguous"):
                     # The call exists and proceeds, but the answer is lost: hold the
-                    # connection, then drop it without a status line (catapult-v1.md,
+                    # connection, then drop it without a status line (docs/carrier.md,
                     # "Errors": a request that times out is ambiguous).
                     sim._stopping.wait(sim.config.ambiguous_hold)
                     self.close_connection = True
@@ -794,7 +794,7 @@ class Simulator:
     # -- the API ------------------------------------------------------------------------
 
     def _admit(self, config: SimConfig, src: str, now: float) -> bool:
-        """Sliding-window rate limits over ``rate_window`` (catapult-v1.md, default limits)."""
+        """Sliding-window rate limits over ``rate_window`` (docs/carrier.md, default limits)."""
         checks = []
         if config.rate is not None:
             checks.append((self._window, config.rate))

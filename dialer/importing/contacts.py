@@ -2,7 +2,7 @@
 
 Every data row of a contacts file becomes a contact, the bad ones too (``invalid``,
 ``duplicate``, ``suppressed``, each with a reason), so nothing a user handed in is lost
-(interface.md, "campaign create"). The file is streamed and written with one ``COPY`` on
+(docs/interface.md, "campaign create"). The file is streamed and written with one ``COPY`` on
 PostgreSQL (batched ``executemany`` on SQLite); the only thing held for the whole file is
 the dedupe map, one entry per distinct good address.
 

@@ -1,6 +1,6 @@
 """Fleet-wide pacing: calls per second held across every worker, in Redis.
 
-Celery's ``rate_limit`` is per worker (field-notes.md, "Fleet-wide rate limits"), so the
+Celery's ``rate_limit`` is per worker (docs/field-notes.md, "Fleet-wide rate limits"), so the
 limit lives in Redis and is taken at the moment of sending. Each limit (the account,
 the ``from`` number, the campaign) is a GCRA schedule with no burst: a send reserves
 the next free slot on every key at once, so calls come evenly spaced at the tightest
@@ -55,7 +55,7 @@ return 1
 
 
 # Every rate is paced 1% under its setting. The carrier averages over a sliding window
-# (catapult-v1.md: 10 s); calls sent exactly at the limit can put one call too many in
+# (docs/carrier.md: 10 s); calls sent exactly at the limit can put one call too many in
 # a window through a few milliseconds of send jitter, and that call gets a 403.
 PACE_MARGIN = 0.99
 SHARE_TTL = 5  # seconds a campaign's share of the account lives without a tick renewing it

@@ -24,9 +24,9 @@ from dialer.store.enums import ContactStatus, Result
 if TYPE_CHECKING:
     from dialer.store.models import Campaign
 
-# Hangup causes (catapult-v1.md, "Callback events") -> (result, retryable, permanent).
+# Hangup causes (docs/carrier.md, "Callback events") -> (result, retryable, permanent).
 # A permanent cause fails the contact; a retryable one dials again after --retry-delay
-# while attempts remain (interface.md, "Retry policy"); CALL_REJECTED is neither.
+# while attempts remain (docs/interface.md, "Retry policy"); CALL_REJECTED is neither.
 _CAUSES: dict[str, tuple[Result, bool, bool]] = {
     "USER_BUSY": (Result.BUSY, True, False),
     "NO_ANSWER": (Result.NO_ANSWER, True, False),

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # whether the call is still up (after GRACE, then doubling up to LIVE_RECHECK, so a
 # long conversation costs a few reads). Both catch calls whose callbacks were lost (a
 # broker restart, a receiver outage longer than the carrier's retries).
-DEFAULT_CALL_TIMEOUT = 60  # catapult-v1.md: callTimeout default
+DEFAULT_CALL_TIMEOUT = 60  # docs/carrier.md: callTimeout default
 GRACE = timedelta(seconds=30)
 LIVE_RECHECK = timedelta(minutes=15)
 

@@ -8,7 +8,7 @@ import logging
 log = logging.getLogger(__name__)
 
 
-TAG_LIMIT = 256  # catapult-v1.md: stay at or under 256 characters
+TAG_LIMIT = 256  # docs/carrier.md: stay at or under 256 characters
 RESERVED_TAG_KEYS = frozenset({"attempt", "campaign"})
 
 

@@ -59,7 +59,7 @@ def after_commit(session: Session, fn: Callable[[], object]) -> None:
     """Run ``fn`` once the session's current transaction commits; drop it on rollback.
 
     Tasks are published this way so a worker never looks for a row that is not committed
-    yet, and nothing is published for a transaction that rolled back (field-notes.md,
+    yet, and nothing is published for a transaction that rolled back (docs/field-notes.md,
     "Publishing after commit"). A crash between commit and publish is covered by the
     sweep, which re-finds queued work in the database.
     """

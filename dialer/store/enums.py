@@ -1,8 +1,8 @@
 """The statuses of campaigns, contacts and attempts, and call results.
 
 Plain ``StrEnum``s with no dependency, so code that only reads or reports a status
-(``dialer.policy.rules``, ``dialer.status`` and with it ``dialer campaign status``) need not
-import SQLAlchemy and the models. ``dialer.store.models`` re-exports every name here.
+(``dialer.policy.rules``, ``dialer.store.campaign_status`` and with it ``dialer campaign
+status``) need not import SQLAlchemy and the models. ``dialer.store.models`` re-exports every name here.
 """
 
 from __future__ import annotations

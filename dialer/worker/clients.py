@@ -21,7 +21,7 @@ from dialer.policy import pacing
 # (dialer.worker.dialing.batch_size).
 DIAL_BATCH = 50
 # Due times live in the database; countdowns are short, because Redis redelivers
-# long-ETA tasks (field-notes.md, "Celery on Redis").
+# long-ETA tasks (docs/field-notes.md, "Celery on Redis").
 MAX_COUNTDOWN = 30.0
 
 _lock = threading.Lock()

@@ -3,7 +3,7 @@
 Every tick (each second, and right after ``campaign start``) hands the workers about
 HORIZON seconds of each running campaign's work at its share of the account, as dial
 messages published after the releasing transaction commits. Due times live in the
-database (``dialer.state.releasing.release_due`` picks the contacts,
+database (``dialer.state.release.release_due`` picks the contacts,
 ``dialer.policy.rules`` says when a number may be called again).
 """
 

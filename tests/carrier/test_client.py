@@ -334,7 +334,7 @@ def test_an_invalid_request_is_refused_before_sending(
 
 
 # ---------------------------------------------------------------------------------------
-# Error mapping: every row of catapult-v1.md's Errors table, and what it leaves out
+# Error mapping: every row of docs/carrier.md's Errors table, and what it leaves out
 # ---------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The status tallies PostgreSQL keeps (migration 0003, dialer/tally.py) equal a count of
+"""The status tallies PostgreSQL keeps (migration 0003, dialer/store/tally.py) equal a count of
 the rows, exactly, after every kind of change the dialer makes and under concurrent
 writers, before and after compaction; and what ``campaign status`` shows from them is
 what counting shows.
