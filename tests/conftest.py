@@ -26,7 +26,7 @@ from dialer import settings
 from dialer.dev.fleet import RedisServer, fresh_database
 from dialer.dev.simulator import SimConfig, Simulator
 from dialer.store.models import Base
-from tests.helpers import REDIS_PORT, TEST_DATABASE_URL, TEST_ENV
+from tests.helpers import REDIS_PORT, TEST_DATABASE_URL, TEST_ENV, rolled_back
 
 # Set before any test module imports the Celery app, and inherited by every process a
 # test starts: nothing in the suite can reach the machine's own Redis or database.
@@ -67,17 +67,8 @@ def session(test_settings: settings.Settings) -> Iterator[Session]:
     """A session in a transaction that is rolled back after the test."""
     from dialer.store import db
 
-    connection = db.engine().connect()
-    outer = connection.begin()
-    sess = Session(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
-    try:
+    with rolled_back(db.engine()) as sess:
         yield sess
-    finally:
-        sess.close()
-        outer.rollback()
-        connection.close()
 
 
 @pytest.fixture

@@ -8,8 +8,12 @@ from ``tests.factories``, never from one another.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from dialer.dev.fleet import free_port, fresh_database
 
@@ -44,3 +48,20 @@ def database_named(name: str) -> str:
     return fresh_database(
         base.set(database=f"{base.database}_{name}").render_as_string(hide_password=False)
     )
+
+
+@contextmanager
+def rolled_back(engine: Engine) -> Iterator[Session]:
+    """A session in an outer transaction that is rolled back at the end: the code under
+    test may commit (a savepoint), and nothing it wrote outlives the test."""
+    connection = engine.connect()
+    outer = connection.begin()
+    session = Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()

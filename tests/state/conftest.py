@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from dialer import settings
+from tests.helpers import rolled_back
 
 DIALECTS = ["postgresql", "sqlite"]
 
@@ -42,14 +43,5 @@ def session(
     from dialer.store import db
 
     engine = db.engine() if dialect == "postgresql" else request.getfixturevalue("sqlite_engine")
-    connection = engine.connect()
-    outer = connection.begin()
-    sess = Session(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
-    try:
+    with rolled_back(engine) as sess:
         yield sess
-    finally:
-        sess.close()
-        outer.rollback()
-        connection.close()
