@@ -134,11 +134,15 @@ class Contact(Base):
     __table_args__ = (
         Index("uq_contact_campaign_row", "campaign_id", "row", unique=True),
         Index("ix_contact_campaign_status", "campaign_id", "status"),
-        # The tick's query: due pending contacts of one campaign, oldest first.
+        # The tick's query: due pending contacts of one campaign, oldest first, in
+        # (due_at, id) order. ``id`` is in the index so the scan gives that order and
+        # stops at the LIMIT: contacts imported together share a due_at, and without it
+        # every pending contact of the campaign was read and sorted each tick (0004).
         Index(
-            "ix_contact_due",
+            "ix_contact_due_id",
             "campaign_id",
             "due_at",
+            "id",
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),

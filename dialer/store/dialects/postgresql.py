@@ -139,7 +139,7 @@ _RELEASE = text(
     UPDATE contact AS c
        SET status = 'dialing', due_at = NULL, ready_at = NULL, last_attempt_id = made.id
       FROM made
-     WHERE c.id = made.contact_id
+     WHERE c.id = ANY(ARRAY(SELECT contact_id FROM made)) AND c.id = made.contact_id
     RETURNING made.id
     """
 )
