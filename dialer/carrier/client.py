@@ -166,7 +166,10 @@ class CatapultClient:
         return [item for item in body if isinstance(item, dict)]
 
     def _get_json(self, path: str, kind: type, shown: str, expected: str) -> Any:
-        response = self._send("GET", path)
+        return self._json_of(self._send("GET", path), kind, shown, expected)
+
+    def _json_of(self, response: requests.Response, kind: type, shown: str, expected: str) -> Any:
+        """A GET's body, if it answered 200 with JSON of ``kind``; else the CarrierError."""
         if response.status_code != 200:
             raise from_response(response, creates=False, scrub=self._scrub)
         body = json_or_none(response)
@@ -214,15 +217,7 @@ class CatapultClient:
             else:
                 response = self._send("GET", url, absolute=True)
             pages += 1
-            if response.status_code != 200:
-                raise from_response(response, creates=False, scrub=self._scrub)
-            body = json_or_none(response)
-            if not isinstance(body, list):
-                raise CarrierError(
-                    Action.RETRY,
-                    f"GET {self._calls_path}: the answer was not a JSON array",
-                    status=response.status_code,
-                )
+            body = self._json_of(response, list, "", "a JSON array")
             yield from (item for item in body if isinstance(item, dict))
             if max_pages is not None and pages >= max_pages:
                 return
