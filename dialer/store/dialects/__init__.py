@@ -31,11 +31,7 @@ _chosen: dict[Any, Queries] = {}
 
 def of(session: Session) -> Queries:
     """The queries for the database this session is bound to."""
-    dialect = session.get_bind().dialect
-    queries = _chosen.get(dialect)
-    if queries is None:
-        queries = _chosen[dialect] = for_name(dialect.name)
-    return queries
+    return of_bind(session.get_bind())
 
 
 def of_bind(bind: Engine | Connection) -> Queries:
