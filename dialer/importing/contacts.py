@@ -20,7 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, or_, select, update
+from sqlalchemy import CursorResult, String, Table, func, literal, or_, select, update
+from sqlalchemy import cast as cast_
 from sqlalchemy.orm import Session
 
 from dialer import clock
@@ -32,6 +33,7 @@ from dialer.importing.files import (
     open_csv,
 )
 from dialer.importing.numbers import normalize
+from dialer.importing.seen import SeenAddresses
 from dialer.policy.rules import zones_for
 from dialer.store import dialects
 from dialer.store.models import Campaign, Contact, ContactStatus, Suppression
@@ -61,10 +63,14 @@ class ImportReport:
     )  # rules.zones_for of good rows
 
 
-def _dedupe_key(address: str) -> int | str:
-    # An int is a third the size of the str in the dedupe map, which is what holds the
-    # import's memory at 1M rows; SIP URIs stay strings (they never start with "+").
-    return int(address[1:]) if address.startswith("+") else address
+def expected_rows(path: Path, sample: int = 1 << 16) -> int:
+    """About how many rows ``path`` has, from its size and its first lines' length."""
+    with path.open("rb") as f:
+        head = f.read(sample)
+    lines = head.count(b"\n")
+    if not lines:
+        return 1
+    return int(path.stat().st_size / (len(head) / lines)) + 1
 
 
 def import_contacts(
@@ -94,7 +100,8 @@ def import_contacts(
         queries = dialects.of(session)
 
         report = ImportReport()
-        rows = _contact_rows(reader, header, phone_column, region, report, path)
+        seen = SeenAddresses(expected_rows(path))
+        rows = _contact_rows(reader, header, phone_column, region, report, path, seen)
         if progress is not None:
             rows = _reporting(rows, progress)
         queries.bulk_insert(
@@ -105,6 +112,8 @@ def import_contacts(
 
     if report.rows >= ANALYZE_AFTER:
         queries.analyze(session, "contact")
+    if report.duplicate:
+        _name_first_rows(session, campaign.id)
     report.suppressed = _suppress(session, campaign.id)
     report.imported -= report.suppressed
     campaign.rows = report.rows
@@ -127,16 +136,18 @@ def _contact_rows(
     region: str,
     report: ImportReport,
     path: Path,
+    seen: SeenAddresses,
 ) -> Iterator[_Row]:
     """(row, phone, e164, status, reason, context, zones) per data row; counts into
     ``report``. ``zones`` is the recipient's time zones (rules.zones_for) for good rows.
 
-    Good numbers come out ``pending``; suppression is applied afterwards, set-based.
+    Good numbers come out ``pending``; suppression is applied afterwards, set-based, and
+    so are the duplicates' reasons (``_name_first_rows``).
     """
     width = len(header)
     phone_at = header.index(phone_column)
     context_columns = [(i, c) for i, c in enumerate(header) if i != phone_at]
-    first_row: dict[int | str, int] = {}  # dedupe key -> first row with that address
+    add = seen.add
     pending, invalid, duplicate = (
         ContactStatus.PENDING,
         ContactStatus.INVALID,
@@ -165,11 +176,9 @@ def _contact_rows(
                 report.invalid += 1
                 yield row, phone, None, invalid, reason, context, None
                 continue
-            key = _dedupe_key(address)
-            first = first_row.setdefault(key, row)
-            if first != row:
+            if not add(address):
                 report.duplicate += 1
-                yield (row, phone, address, duplicate, f"same number as row {first}", context, None)
+                yield (row, phone, address, duplicate, None, context, None)
                 continue
             report.imported += 1
             zones = zones_for(address)
@@ -222,6 +231,24 @@ def _contact_values(
             due if status == ContactStatus.PENDING else None,
             zones,
         )
+
+
+def _name_first_rows(session: Session, campaign_id: int) -> None:
+    """Give each duplicate its reason, "same number as row N", N the number's first row
+    (the import keeps which numbers it saw, not where: seen.py). One look-up per duplicate
+    through the e164 index, so it costs what the duplicates do, not the file."""
+    contact = _CONTACT
+    first = contact.alias("first")
+    first_row = (
+        select(func.min(first.c.row))
+        .where(first.c.campaign_id == campaign_id, first.c.e164 == contact.c.e164)
+        .scalar_subquery()
+    )
+    session.execute(
+        update(contact)
+        .where(contact.c.campaign_id == campaign_id, contact.c.status == ContactStatus.DUPLICATE)
+        .values(reason=literal("same number as row ") + cast_(first_row, String))
+    )
 
 
 def _suppress(session: Session, campaign_id: int) -> int:

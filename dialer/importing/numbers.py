@@ -59,6 +59,95 @@ def _valid_nanp(national: int) -> bool:
     return phonenumbers.is_valid_number(number)
 
 
+# phonenumbers' verdict on a ten-digit NANP number is decided by its first few digits
+# whenever every pattern it checks is "a prefix, then \d{k}": a full match of such a
+# pattern on ten digits leaves the prefix exactly the first 10 - k of them, and the
+# regions' leading-digits patterns (matched at the start) are short fixed strings. So
+# the verdict is cached by that prefix, one byte per prefix (0: not yet asked, 1: valid,
+# 2: not): a million numbers cost a few thousand calls of phonenumbers instead of a
+# million, which was most of an import's time. _decisive_prefix proves the shape from
+# the metadata this process loaded, and gives None (no cache) if any pattern differs.
+_DESCS = (
+    "general_desc", "fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost",
+    "personal_number", "voip", "pager", "uan", "voicemail", "no_international_dialling",
+)  # fmt: skip
+
+
+def _alternatives(pattern: str) -> list[str]:
+    """A regex's top-level alternatives (split at ``|`` outside groups and classes)."""
+    out, current, depth, in_class, i = [], "", 0, False, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            current += pattern[i : i + 2]
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(current)
+            current, i = "", i + 1
+            continue
+        current += c
+        i += 1
+    out.append(current)
+    return out
+
+
+_TAIL = re.compile(r"\\d\{(\d+)\}")
+_ATOM = re.compile(r"\[[^\]]*\]|\\d|\d")
+
+
+def _decisive_prefix() -> int | None:
+    longest = 0
+    for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(1, ()):
+        meta = PhoneMetadata.metadata_for_region(region)
+        if meta is None:
+            return None
+        if meta.leading_digits:
+            for alt in _alternatives(meta.leading_digits):
+                if _ATOM.sub("", alt):  # anything but digits and classes: not a fixed string
+                    return None
+                longest = max(longest, len(_ATOM.findall(alt)))
+        for name in _DESCS:
+            desc = getattr(meta, name, None)
+            pattern = desc.national_number_pattern if desc is not None else None
+            if not pattern:
+                continue
+            for alt in _alternatives(pattern):
+                tail = _TAIL.search(alt)
+                if tail is None or tail.end() != len(alt):
+                    return None
+                longest = max(longest, 10 - int(tail.group(1)))
+    return longest if 0 < longest <= 7 else None
+
+
+_PREFIX = _decisive_prefix()
+_verdicts: bytearray | None = None
+
+
+def _valid_nanp_cached(digits: str) -> bool:
+    """``_valid_nanp`` of ten NANP digits, cached by their decisive prefix."""
+    global _verdicts
+    if _PREFIX is None:
+        return _valid_nanp(int(digits))
+    if _verdicts is None:
+        _verdicts = bytearray(10**_PREFIX)
+    at = int(digits[:_PREFIX])
+    known = _verdicts[at]
+    if known:
+        return known == 1
+    valid = _valid_nanp(int(digits))
+    _verdicts[at] = 1 if valid else 2
+    return valid
+
+
 def normalize(raw: str, region: str) -> tuple[str | None, str | None]:
     """``(address, None)`` for a dialable number or SIP URI, else ``(None, reason)``.
 
@@ -80,7 +169,7 @@ def normalize(raw: str, region: str) -> tuple[str | None, str | None]:
     fast = _NANP_SPELLING.fullmatch(text.translate(_FAST_PUNCTUATION))
     if fast is not None and (fast.group(1) == "+1" or region in _NANP_FAST_REGIONS):
         digits = fast.group(2)
-        if _valid_nanp(int(digits)):
+        if _valid_nanp_cached(digits):
             return "+1" + digits, None
     return _normalize_slow(text, region)
 

@@ -585,3 +585,27 @@ def test_good_rows_carry_their_time_zones_and_the_campaign_its_keys(
         (5, None),
     ]
     assert campaign.zone_keys == [None, "America/Boise America/Los_Angeles", "America/New_York"]
+
+
+def test_the_cached_nanp_verdict_is_phonenumbers_own_for_numbers_sharing_a_prefix() -> None:
+    """The fast path caches phonenumbers' verdict by a number's first digits (numbers.py
+    proves from the metadata how many decide it); numbers that share those digits and
+    differ after them get the uncached verdict, valid and invalid prefixes alike."""
+    import random
+
+    from dialer.importing import numbers
+
+    assert numbers._PREFIX is not None, "the installed metadata no longer has the cached shape"
+    rng = random.Random(3)
+    compared = valid = 0
+    for _ in range(400):
+        prefix = str(rng.randrange(2 * 10 ** (numbers._PREFIX - 1), 10**numbers._PREFIX))
+        for _ in range(5):
+            digits = prefix + str(rng.randrange(10 ** (10 - numbers._PREFIX))).zfill(
+                10 - numbers._PREFIX
+            )
+            cached = numbers._valid_nanp_cached(digits)
+            assert cached == numbers._valid_nanp(int(digits)), digits
+            compared += 1
+            valid += cached
+    assert 0 < valid < compared  # both verdicts were exercised
