@@ -118,10 +118,14 @@ def claim_batch(
     if not rows:
         return Claimed([], [])
     campaigns = {cid: session.get(Campaign, cid) for cid in {r[2] for r in rows}}
+    # The lists that apply, named: each is an index of its own (a partial unique index
+    # for the global list, (campaign_id, e164) for campaigns'), so the look-up is a probe
+    # per number. By e164 alone it read the whole do-not-call table every batch.
     listed: set[tuple[str, int | None]] = set(
         session.execute(
             select(Suppression.e164, Suppression.campaign_id).where(
-                Suppression.e164.in_({r[4] for r in rows if r[4]})
+                Suppression.e164.in_({r[4] for r in rows if r[4]}),
+                Suppression.campaign_id.is_(None) | Suppression.campaign_id.in_(campaigns),
             )
         ).all()
     )

@@ -1,11 +1,13 @@
 """Every statement the fleet runs for a call reads a bounded number of rows, however
 large the tables are. The tick, a dial batch, an event batch and the sweep run for real
 (the simulator as the carrier) on a campaign of SIZE pending contacts, beside an earlier
-campaign's SIZE contacts, attempts and call events; each statement they ran is then
-explained with ``EXPLAIN ANALYZE`` (dialer/dev/plans.py), and every scan of the four big
-tables must read at most a few rows per attempt the stage handled. A plan that turns into
-a scan of a campaign or of a table (a dropped index, a predicate the index cannot take,
-a sort of every pending contact) reads thousands here and fails. docs/statements.md has
+campaign's SIZE contacts, attempts and call events, and do-not-call lists of SIZE
+numbers; each statement they ran is then explained with ``EXPLAIN ANALYZE``
+(dialer/dev/plans.py), and every scan of the big tables must read at most a few rows
+per attempt the stage handled. A plan that turns into a scan of a campaign or of a
+table (a dropped index, a predicate the index cannot take, a sort of every pending
+contact) reads thousands here and fails: the dial batch's do-not-call check, by
+``e164`` alone, read the whole list each batch until it named the lists. docs/statements.md has
 the same statements' plans at ten million rows (benchmarks/plans.py)."""
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from dialer.dev.simulator import Simulator
 from dialer.store import db
 
 SIZE = 20_000
-BIG = ("contact", "attempt", "call_event", "run_contact")
+BIG = ("contact", "attempt", "call_event", "run_contact", "suppression")
 
 
 def fill(campaign_id: int, done_id: int) -> None:
     """SIZE more pending contacts for ``campaign_id``; SIZE ended attempts with their
-    events for ``done_id``; fresh planner statistics, as autovacuum keeps them."""
+    events for ``done_id``; SIZE numbers on the global do-not-call list and as many on
+    the campaign's own; fresh planner statistics, as autovacuum keeps them."""
     now = clock.now()
     with db.session_scope() as session:
         for cid, offset, status in ((campaign_id, 0, "pending"), (done_id, SIZE, "answered")):
@@ -53,6 +56,14 @@ def fill(campaign_id: int, done_id: int) -> None:
                 " 'applied', '{}' FROM attempt WHERE campaign_id = :c"
             ),
             {"c": done_id, "now": now},
+        )
+        session.execute(
+            text(
+                "INSERT INTO suppression (campaign_id, e164, added_at)"
+                " SELECT CASE WHEN g % 2 = 0 THEN NULL ELSE :c END,"
+                " '+1646' || lpad(g::text, 7, '0'), :now FROM generate_series(1, :n) AS g"
+            ),
+            {"c": campaign_id, "n": 2 * SIZE, "now": now},
         )
     with db.engine().connect() as conn:
         conn.execute(text("COMMIT"))
