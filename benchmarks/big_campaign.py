@@ -222,6 +222,8 @@ def dial(args: argparse.Namespace, template_name: str, campaign_id: int) -> dict
         env = {"DIALER_TICK_TRACE": str(prefix), "PYTHONPATH": pythonpath}
         log(f"cloning {template_name} and starting the fleet")
         with Bench(run_db, template=template_name, env=env) as bench:
+            if args.auto_explain:
+                _auto_explain(bench.db_url)
             bench.up(workers=2, simulator=["--outcomes", OUTCOMES, *SIM_FLAGS])
             fleet_env = {k: v for k, v in bench.fleet.env.items() if k != "DIALER_TICK_TRACE"}
             status_cmd = [sys.executable, "-m", "dialer.cli", "campaign", "status", str(campaign_id), "--json"]  # fmt: skip
@@ -294,6 +296,22 @@ def dial(args: argparse.Namespace, template_name: str, campaign_id: int) -> dict
     }
 
 
+def _auto_explain(url: str) -> None:
+    """Every statement's plan to the server's log (auto_explain), for finding the one
+    that reads too much; sessions opened from now on load it."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        name = conn.scalar(text("SELECT current_database()"))
+        for setting, value in (
+            ("session_preload_libraries", "auto_explain"),
+            ("auto_explain.log_min_duration", "0"),
+            ("auto_explain.log_analyze", "on"),
+            ("auto_explain.log_nested_statements", "on"),
+        ):
+            conn.execute(text(f'ALTER DATABASE "{name}" SET {setting} = \'{value}\''))
+    engine.dispose()
+
+
 def _spread(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -334,6 +352,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--status-every", type=float, default=10.0)
     parser.add_argument("--reimport", action="store_true")
     parser.add_argument("--no-export", action="store_true")
+    parser.add_argument(
+        "--auto-explain", action="store_true", help="log every plan (PostgreSQL's log); slow"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 

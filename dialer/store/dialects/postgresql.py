@@ -41,8 +41,26 @@ class PostgresQueries(Queries):
         # checkout (it doubles the server's transactions): a connection lost to a server
         # restart fails its statement, SQLAlchemy invalidates the pool, and the task's
         # retry gets a fresh one. Recycled hourly against idle-connection killers.
+        #
+        # Two planner settings for the dialer's own sessions, so that its key look-ups
+        # use their indexes at every table size (benchmarks/big_campaign.py --auto-explain
+        # found both; docs/design.md, "Work per call"):
+        # - plan_cache_mode: a plan for each statement's own values, never a generic one.
+        #   psycopg prepares a statement after 5 runs, and PostgreSQL may then switch to
+        #   a plan for "any array": made while ``attempt`` was small, the event batch's
+        #   look-up became a sequential scan and stayed one as the table grew.
+        # - random_page_cost 1.1 (the default, 4, prices a disk seek): the rows these
+        #   statements touch are recent and cached, and at 4 a batch of 40 ids on a table
+        #   of a few thousand rows was planned as a scan of all of them.
+        # Together: 336 rows read per call at 10,000 contacts became 42.
         size = settings.get().worker_threads + 4
-        return create_engine(url, pool_size=size, max_overflow=10, pool_recycle=3600)
+        return create_engine(
+            url,
+            pool_size=size,
+            max_overflow=10,
+            pool_recycle=3600,
+            connect_args={"options": _SESSION_OPTIONS},
+        )
 
     def among(self, column: ColumnElement[Any], values: Sequence[object]) -> ColumnElement[bool]:
         """``column = ANY(array)``: one parameter however many values, so the statement's
@@ -122,6 +140,8 @@ class PostgresQueries(Queries):
     def analyze(self, session: Session, table_name: str) -> None:
         session.execute(text(f"ANALYZE {table_name}"))
 
+
+_SESSION_OPTIONS = "-c plan_cache_mode=force_custom_plan -c random_page_cost=1.1"
 
 _RELEASE = text(
     """
