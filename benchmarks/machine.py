@@ -65,8 +65,44 @@ def _redis_version() -> str:
     return out.strip() or "unknown"
 
 
+def reference_work(database_url: str | None = None) -> str:
+    """A fixed amount of work timed now, in Python and in PostgreSQL: the same-run yardstick
+    a figure is read against. The machine's speed moves from day to day (issue 13 saw the
+    same code at 315 and 1,120 calls/s); a figure that moved with its reference moved with
+    the machine, not the code. Best of three, so a passing hiccup does not count."""
+
+    def python_work() -> None:
+        total = 0
+        for i in range(300_000):
+            total += i % 7
+        "".join(str(i) for i in range(50_000))
+
+    def best(fn: object, runs: int = 3) -> float:
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            fn()  # type: ignore[operator]
+            times.append(time.perf_counter() - started)
+        return 1000 * min(times)
+
+    out = f"python {best(python_work):.1f} ms"
+    if database_url:
+        try:
+            from sqlalchemy import create_engine, text
+
+            engine = create_engine(database_url)
+            with engine.connect() as conn:
+                query = text("SELECT count(*), sum(g % 7) FROM generate_series(1, 300000) AS g")
+                out += f", postgresql {best(lambda: conn.execute(query).all()):.1f} ms"
+            engine.dispose()
+        except Exception as exc:
+            out += f", postgresql unknown ({type(exc).__name__})"
+    return out
+
+
 def describe(database_url: str | None = None, load_at_start: str | None = None) -> str:
-    """One block naming the machine: CPUs, Python, PostgreSQL, Redis, load average."""
+    """One block naming the machine: CPUs, Python, PostgreSQL, Redis, load average, and
+    the reference work (``reference_work``) timed at the end."""
     lines = [
         f"machine: {platform.platform()}",
         f"cpus: {os.cpu_count()} x {cpu_model()}",
@@ -77,6 +113,9 @@ def describe(database_url: str | None = None, load_at_start: str | None = None) 
     if load_at_start is not None:
         lines.append(f"load average (1/5/15 min) at start: {load_at_start}")
     lines.append(f"load average (1/5/15 min) at end: {load_average()}")
+    lines.append(
+        f"reference work (fixed; slower = busier or slower machine): {reference_work(database_url)}"
+    )
     return "\n".join(lines)
 
 
