@@ -10,7 +10,7 @@ Everything goes through the public commands, with default settings but for the p
    ~1% repeated, ~1% on the do-not-call list, mixed spellings, three context columns) and
    its do-not-call list go in with ``dialer dnc add`` and ``dialer campaign create --cps``:
    seconds and the command's peak RSS (``wait4``). Done once into a template database
-   (``dialer_bench_<size>``) that later runs clone; ``--reimport`` does it again.
+   (``dialer_bench_big_<size>``) that later runs clone; ``--reimport`` does it again.
 2. **Dialing.** The fleet (simulator, receiver, 2 workers, beat) on a clone, the campaign
    started with ``dialer campaign start``; the simulator answers 70%, and 15% each are
    busy or unanswered, retried after ``--retry-delay`` (60 s) so retries are in the mix.
@@ -91,7 +91,7 @@ def spawn_measured(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[flo
 
 def template(rows: int, retry_delay: int, cps: float, reimport: bool) -> tuple[str, int, dict]:
     """The template database with the imported draft campaign; (name, id, import figures)."""
-    name = f"dialer_bench_{label(rows)}"
+    name = f"dialer_bench_big_{label(rows)}"  # not harness.MILLION_DB: that one is status.py's
     url = database_url(name)
     if not reimport:
         found = _imported(url)
@@ -308,7 +308,7 @@ def _auto_explain(url: str) -> None:
             ("auto_explain.log_analyze", "on"),
             ("auto_explain.log_nested_statements", "on"),
         ):
-            conn.execute(text(f'ALTER DATABASE "{name}" SET {setting} = \'{value}\''))
+            conn.execute(text(f"ALTER DATABASE \"{name}\" SET {setting} = '{value}'"))
     engine.dispose()
 
 
