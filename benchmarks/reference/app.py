@@ -56,8 +56,10 @@ class Contact(Base):
 
 @cache
 def engine() -> Engine:
-    """One pooled engine per worker process, made on first use."""
-    return create_engine(env("REF_DATABASE_URL", ""))
+    """One pooled engine per worker process, made on first use. The pool holds more
+    connections than a worker has threads (8): above it, SQLAlchemy's overflow opens a
+    connection per checkout and closes it after, a PostgreSQL backend started each time."""
+    return create_engine(env("REF_DATABASE_URL", ""), pool_size=10)
 
 
 @cache
@@ -113,8 +115,10 @@ def apply_event(self: Any, event: dict[str, Any]) -> None:
             # The callback came before dial_contact committed the call id: try again.
             raise self.retry()
         kind = event["eventType"]
-        if kind == "answer" and contact.status != "ended":
-            contact.status, contact.answered_at = "answered", now()
+        if kind == "answer":
+            contact.answered_at = now()
+            if contact.status != "ended":  # its hangup may have been applied first
+                contact.status = "answered"
         elif kind == "hangup":
             contact.status, contact.ended_at = "ended", now()
             contact.cause = event.get("cause")
