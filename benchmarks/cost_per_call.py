@@ -24,16 +24,22 @@ and no-answer):
 From just before the launch (``campaign start``, or the reference's enqueueing) until
 every call has ended and every callback has been applied, /proc is sampled every 0.2 s
 for the CPU of: the workers, the receiver (the supervisor and its processes), beat, the
-launch command, Redis, and PostgreSQL. PostgreSQL counts as two classes: the backends
-connected to the run's database (found by the database name in their process title),
-and the cluster's shared processes (postmaster, WAL writer, checkpointer, background
-writer) plus the CPU of backends that exited unseen (the postmaster's reaped-children
-time less what was already counted), which is where a short-lived connection ends up.
-Backends of other databases, the simulator and this script (its own backend included)
-are left out; so is other people's work, except what lands in the shared class: read
-that class with the load average (the total is also printed without it). The fleet's
-idle cost (ticks, polling) is measured for ``--idle`` seconds before each launch and
-shown as what it would have cost over the run's wall time.
+launch command, Redis, and PostgreSQL, in two classes:
+
+- ``pg backends``: the backends connected to the run's database (their process title
+  names it), and its share of the backends that lived between two samples (their CPU
+  is in the postmaster's reaped-children time; shared out by the sessions each
+  database opened meanwhile, from pg_stat_database);
+- ``pg shared``: the cluster's own processes (postmaster, WAL writer, checkpointer,
+  background writer), charged in proportion to the run's share of all backends' CPU:
+  all of it on a machine of its own, about its part on a shared one.
+
+Other databases' backends, the simulator and this script (its own backend included)
+are left out. On a busy machine other people's work still inflates ``pg shared``
+somewhat (the total is also printed without it), and every CPU second costs more:
+read the figures with the load average. The fleet's idle cost (ticks, polling) is
+measured for ``--idle`` seconds before each launch and shown as what it would have
+cost over the run's wall time.
 
 Set-up (the campaign's import, the reference's table) is not measured; after it both
 databases are ANALYZEd, as autovacuum, which is off on the benchmark machine's cluster,
@@ -117,21 +123,29 @@ def _ticks(fields: list[str]) -> tuple[float, float]:
 
 @dataclass
 class _Seen:
-    cls: str
+    cls: str  # a process class, or one of PostgreSQL's kinds (_OURS, _OTHER, _BACKGROUND)
     first: float  # CPU s at the first sample it was in (0.0 if born after the start)
     last: float
+    new: bool  # born after the start
+    session: bool = False  # a PostgreSQL client backend
+
+
+_OURS, _OTHER, _BACKGROUND = "pg: this database's", "pg: others'", "pg: background"
 
 
 @dataclass
 class Sampler:
     """CPU seconds per process class from /proc, sampled on a thread until stopped.
 
-    ``roots``: class -> pids whose process trees belong to it. PostgreSQL's processes
-    are classed by their title: ``pg backends`` if it names ``database``, else (a
-    background process) ``pg shared``; backends of other databases and the ``exclude``
-    pids (the benchmark's own connection) count nowhere. A process that exits counts up
-    to its last sample; for PostgreSQL the rest, and backends that lived between two
-    samples, are in the postmaster's reaped-children time, added to ``pg shared``.
+    ``roots``: class -> pids whose process trees belong to it. A process that exits
+    counts up to its last sample. PostgreSQL's processes are told apart by their title:
+    backends of ``database`` (ours), other backends and the ``exclude`` pids (this
+    script's connection), and the cluster's background processes (the postmaster, WAL
+    writer, checkpointer, ...). A backend that exits is added to the postmaster's
+    reaped-children time with its whole life; what that time grew by, less the exited
+    backends already counted, is the CPU of backends never sampled (those that lived
+    less than ``interval``) and of the last moments of the others: the "residual".
+    :meth:`attributed` shares the residual and the background out (see there).
     """
 
     roots: dict[str, list[int]]
@@ -144,22 +158,25 @@ class Sampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _classify_postgres(self, pid: int, argv: list[str]) -> str | None:
-        if pid in self.exclude:
-            return None
-        if self.database in argv:
-            return "pg backends"
+    def _classify_postgres(self, pid: int, argv: list[str], postmaster: bool) -> tuple[str, bool]:
         # A backend's title is "postgres: CLUSTER: USER DATABASE HOST(PORT) STATE".
-        if any(a.endswith(")") and "(" in a for a in argv) or "[local]" in argv:
-            return None  # another database's
-        return "pg shared"
+        session = any(a.endswith(")") and "(" in a for a in argv) or "[local]" in argv
+        if pid in self.exclude:
+            return _OTHER, session
+        if postmaster:
+            return _BACKGROUND, False
+        if self.database in argv:
+            return _OURS, session
+        if session or "parallel" in argv:
+            return _OTHER, session
+        return _BACKGROUND, False
 
     def _sample(self, first: bool) -> None:
-        pids: dict[int, str | None] = {}
+        pids: dict[int, tuple[str, bool]] = {}
         for cls, roots in self.roots.items():
             for root in roots:
                 for pid in tree(root):
-                    pids[pid] = cls
+                    pids[pid] = (cls, False)
         postgres: list[int] = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -177,20 +194,22 @@ class Sampler:
             fields = _stat(pid)
             if fields is None:
                 continue
-            if int(fields[1]) not in postgres_set:  # the postmaster
+            postmaster = int(fields[1]) not in postgres_set
+            if postmaster:
                 reaped += _ticks(fields)[1]
-            pids[pid] = self._classify_postgres(pid, _cmdline(pid))
+            pids[pid] = self._classify_postgres(pid, _cmdline(pid), postmaster)
         alive = set()
-        for pid, cls in pids.items():
+        for pid, (cls, session) in pids.items():
             fields = _stat(pid)
-            if fields is None or cls is None:
+            if fields is None:
                 continue
             alive.add(pid)
             cpu = _ticks(fields)[0]
-            if pid in self.seen:
-                self.seen[pid].last, self.seen[pid].cls = cpu, cls
+            seen = self.seen.get(pid)
+            if seen is None:
+                self.seen[pid] = _Seen(cls, cpu if first else 0.0, cpu, not first, session)
             else:
-                self.seen[pid] = _Seen(cls, cpu if first else 0.0, cpu)
+                seen.last, seen.cls, seen.session = cpu, cls, seen.session or session
         self._alive = alive
         if first:
             self._reaped0 = reaped
@@ -205,20 +224,50 @@ class Sampler:
         self._sample(first=True)
         self._thread.start()
 
-    def stop(self) -> tuple[float, dict[str, float]]:
-        """(wall seconds, CPU seconds per class) since start."""
+    def stop(self) -> float:
+        """Stop sampling; the wall seconds since start."""
         self._stop.set()
         self._thread.join()
         self._sample(first=False)
-        wall = time.monotonic() - self._t0
+        return time.monotonic() - self._t0
+
+    def attributed(self, sessions: int = 0, sessions_all: int = 0) -> tuple[dict[str, float], str]:
+        """(CPU seconds by class, a line on PostgreSQL's share), given how many sessions
+        were opened meanwhile on this database (``sessions``) and on all of them.
+
+        ``pg backends``: this database's backends, plus the residual times the share of
+        the cluster's unsampled sessions that were this database's. ``pg shared``: the
+        background processes times this database's share of all backends' CPU (the
+        residual counted as others'), so that on a machine of its own the run is
+        charged the whole cluster, and on a shared one about its part.
+        """
         used = dict.fromkeys(CLASSES, 0.0)
-        counted_dead = 0.0
+        raw = dict.fromkeys((_OURS, _OTHER, _BACKGROUND), 0.0)
+        dead = 0.0
+        seen_sessions = seen_all = 0
         for pid, s in self.seen.items():
-            used[s.cls] = used.get(s.cls, 0.0) + s.last - s.first
-            if pid not in self._alive and s.cls.startswith("pg"):
-                counted_dead += s.last  # in the reaped time with its whole life
-        used["pg shared"] += max(0.0, self._reaped1 - self._reaped0 - counted_dead)
-        return wall, used
+            bucket = raw if s.cls in raw else used
+            bucket[s.cls] += s.last - s.first
+            if s.cls in raw and pid not in self._alive:
+                dead += s.last  # in the reaped time with its whole life
+            if s.new and s.session:
+                seen_all += 1
+                seen_sessions += s.cls == _OURS
+        residual = max(0.0, self._reaped1 - self._reaped0 - dead)
+        unseen = max(0, sessions - seen_sessions)
+        unseen_all = max(unseen, sessions_all - seen_all)
+        ours = raw[_OURS] + (residual * unseen / unseen_all if unseen_all else 0.0)
+        backends = raw[_OURS] + raw[_OTHER] + residual
+        share = ours / backends if backends > 0 else 0.0
+        used["pg backends"] = ours
+        used["pg shared"] = raw[_BACKGROUND] * share
+        note = (
+            f"postgres CPU over the run, the whole cluster: this database's backends "
+            f"{raw[_OURS]:.2f} s, other backends {raw[_OTHER]:.2f} s, exited unsampled "
+            f"{residual:.2f} s ({unseen} of {unseen_all} such sessions this database's), "
+            f"background {raw[_BACKGROUND]:.2f} s, of which {100 * share:.0f}% charged"
+        )
+        return used, note
 
 
 # ---------------------------------------------------------------------- the database
@@ -265,6 +314,13 @@ class Driver:
         # Taken out: what this script read and committed up to now.
         out["driver rows"], out["driver commits"] = self.rows_read, self.transactions
         return out
+
+    def sessions(self) -> dict[str, int]:
+        """Connections opened so far, by database, the whole cluster's."""
+        rows = self.query(
+            "SELECT datname, sessions FROM pg_stat_database WHERE datname IS NOT NULL"
+        )
+        return {name: int(n) for name, n in rows}
 
     def analyze(self) -> None:
         """Statistics for the planner, as autovacuum (off on the benchmark machine's
@@ -322,8 +378,8 @@ def idle_cores(
     sampler = Sampler(roots, database, {exclude})
     sampler.start()
     time.sleep(seconds)
-    wall, used = sampler.stop()
-    return {cls: cpu / wall for cls, cpu in used.items()}
+    wall = sampler.stop()
+    return {cls: cpu / wall for cls, cpu in sampler.attributed()[0].items()}
 
 
 class Launcher:
@@ -364,14 +420,21 @@ def simulator_figures(sim_url: str, result: Result) -> None:
     )
 
 
-def finish(result: Result, sampler: Sampler, launcher: Launcher) -> None:
-    result.wall, result.cpu = sampler.stop()
-    result.cpu["launcher"] += launcher.cpu()
+def finish(
+    result: Result, sampler: Sampler, launcher: Launcher, driver: Driver, sessions0: dict[str, int]
+) -> None:
+    result.wall = sampler.stop()
     result.load = (result.load[0], load_average())
+    launched = launcher.cpu()
+    time.sleep(1.5)  # backends flush their counters within a second of going idle
+    sessions = driver.sessions()
+    opened = {db: n - sessions0.get(db, 0) for db, n in sessions.items()}
+    result.cpu, note = sampler.attributed(opened.get(sampler.database, 0), sum(opened.values()))
+    result.cpu["launcher"] += launched
+    result.notes.append(note)
 
 
 def db_figures(driver: Driver, before: dict[str, int], result: Result) -> None:
-    time.sleep(1.5)  # backends flush their counters within a second of going idle
     after = driver.stats()
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     calls = max(result.calls, 1)
@@ -420,7 +483,7 @@ def run_dialer(args: argparse.Namespace, contacts: Path, workdir: Path) -> Resul
             driver.analyze()
         result.idle = idle_cores(roots, database, driver.pid, args.idle)
         sampler = Sampler(roots, database, {driver.pid})
-        stats0, redis0 = driver.stats(), broker.commands()
+        stats0, redis0, sessions0 = driver.stats(), broker.commands(), driver.sessions()
         result.load = (load_average(), "")
         log(f"dialer: starting campaign {campaign} ({args.contacts:,} contacts)")
         sampler.start()
@@ -445,7 +508,7 @@ def run_dialer(args: argparse.Namespace, contacts: Path, workdir: Path) -> Resul
                 break
         else:
             result.notes.append("TIMED OUT before every call ended")
-        finish(result, sampler, launcher)
+        finish(result, sampler, launcher, driver, sessions0)
         result.redis = sum((broker.commands() - redis0).values())
         db_figures(driver, stats0, result)
         statuses = driver.query(
@@ -515,7 +578,7 @@ def run_reference(args: argparse.Namespace, contacts: Path, workdir: Path) -> Re
             driver.analyze()
         result.idle = idle_cores(roots, REFERENCE_DB, driver.pid, args.idle)
         sampler = Sampler(roots, REFERENCE_DB, {driver.pid})
-        stats0, redis0 = driver.stats(), broker.commands()
+        stats0, redis0, sessions0 = driver.stats(), broker.commands(), driver.sessions()
         result.load = (load_average(), "")
         log(f"reference: launching {args.contacts:,} dials")
         sampler.start()
@@ -545,7 +608,7 @@ def run_reference(args: argparse.Namespace, contacts: Path, workdir: Path) -> Re
                 break
         else:
             result.notes.append("TIMED OUT before every call ended")
-        finish(result, sampler, launcher)
+        finish(result, sampler, launcher, driver, sessions0)
         result.redis = sum((broker.commands() - redis0).values())
         db_figures(driver, stats0, result)
         statuses = driver.query("SELECT status, count(*) FROM ref_contact GROUP BY status")
