@@ -600,8 +600,8 @@ def run_reference(args: argparse.Namespace, contacts: Path, workdir: Path) -> Re
             ):
                 continue
             done, created = driver.query(
-                "SELECT count(*) FILTER (WHERE status IN ('ended', 'failed')), count(call_id)"
-                " FROM ref_contact"
+                "SELECT count(*) FILTER (WHERE ended_at IS NOT NULL OR status = 'failed'),"
+                " count(call_id) FROM ref_contact"
             )[0]
             if done == args.contacts:
                 result.calls = int(created)
@@ -612,13 +612,15 @@ def run_reference(args: argparse.Namespace, contacts: Path, workdir: Path) -> Re
         result.redis = sum((broker.commands() - redis0).values())
         db_figures(driver, stats0, result)
         statuses = driver.query("SELECT status, count(*) FROM ref_contact GROUP BY status")
-        unanswered = driver.query(
-            "SELECT count(*) FROM ref_contact WHERE cause = 'NORMAL_CLEARING'"
-            " AND answered_at IS NULL"
-        )[0][0]
+        unanswered, lost = driver.query(
+            "SELECT count(*) FILTER (WHERE cause = 'NORMAL_CLEARING' AND answered_at IS NULL),"
+            " count(*) FILTER (WHERE ended_at IS NOT NULL AND status <> 'ended')"
+            " FROM ref_contact"
+        )[0]
         result.notes.append(
             f"contacts by status: {dict(sorted((s, n) for s, n in statuses))}; "
-            f"answered calls without their answer applied: {unanswered}"
+            f"answered calls without their answer applied: {unanswered}; "
+            f"ended calls with another status: {lost}"
         )
         simulator_figures(fleet.sim_url, result)
     return result

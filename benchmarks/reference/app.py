@@ -106,10 +106,12 @@ def dial_contact(contact_id: int) -> None:
 
 @app.task(name="ref.apply_event", bind=True, max_retries=10, default_retry_delay=1)
 def apply_event(self: Any, event: dict[str, Any]) -> None:
-    """Apply one callback to its contact, found by call id, in one transaction."""
+    """Apply one callback to its contact, found by call id, in one transaction. The row
+    is locked: a call's answer and hangup may be applied at once by two threads, and the
+    later commit would otherwise write back the status it read before the other's."""
     with Session(engine()) as session, session.begin():
         contact = session.scalars(
-            select(Contact).where(Contact.call_id == event["callId"])
+            select(Contact).where(Contact.call_id == event["callId"]).with_for_update()
         ).one_or_none()
         if contact is None:
             # The callback came before dial_contact committed the call id: try again.
