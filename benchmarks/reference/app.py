@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 from celery import Celery
 from sqlalchemy import DateTime, Engine, String, create_engine, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 env = os.environ.get
@@ -82,7 +83,13 @@ def now() -> datetime:
 
 @app.task(
     name="ref.dial_contact",
-    autoretry_for=(requests.ConnectionError, requests.Timeout, requests.HTTPError),
+    # The carrier's 429s and 5xx, and a database that refuses a connection for a while.
+    autoretry_for=(
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.HTTPError,
+        OperationalError,
+    ),
     retry_backoff=True,
     max_retries=5,
 )
@@ -104,7 +111,14 @@ def dial_contact(contact_id: int) -> None:
         contact.status, contact.dialed_at = "created", now()
 
 
-@app.task(name="ref.apply_event", bind=True, max_retries=10, default_retry_delay=1)
+@app.task(
+    name="ref.apply_event",
+    bind=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=10,
+    default_retry_delay=1,
+)
 def apply_event(self: Any, event: dict[str, Any]) -> None:
     """Apply one callback to its contact, found by call id, in one transaction. The row
     is locked: a call's answer and hangup may be applied at once by two threads, and the
