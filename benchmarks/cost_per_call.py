@@ -44,7 +44,7 @@ cost over the run's wall time.
 Set-up (the campaign's import, the reference's table) is not measured; after it both
 databases are ANALYZEd, as autovacuum, which is off on the benchmark machine's cluster,
 would have done (``--no-analyze`` to skip). The default pace, 50 calls/s, is one the
-reference sustains on 2 cores (about 30 ms of CPU per call, 1.5 cores at 50/s); at a
+reference sustains on 2 cores (20-30 ms of CPU per call, 1-1.5 cores at 50/s); at a
 pace it cannot hold, its figure would be measured at saturation instead.
 
 It prints, per design, CPU ms per call by process class and in total, calls, wall time
@@ -652,7 +652,8 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     )
     print(
         f"reference: {args.workers} workers (thread pool x {args.ref_threads}), receiver "
-        f"(uvicorn --interface wsgi, 2 processes), paced by its launcher; no retries"
+        f"(uvicorn --interface wsgi, 2 processes){', paced by its launcher' if args.cps else ''}"
+        "; no retries"
     )
     for r in results:
         print(
