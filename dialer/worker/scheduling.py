@@ -1,10 +1,12 @@
 """Releasing due contacts to the dialers: what each running campaign may send next.
 
-Every tick (each second, and right after ``campaign start``) hands the workers about
-HORIZON seconds of each running campaign's work at its share of the account, as dial
-messages published after the releasing transaction commits. Due times live in the
-database (``dialer.state.release.release_due`` picks the contacts,
-``dialer.policy.rules`` says when a number may be called again).
+Every tick (each second) hands the workers about HORIZON seconds of each running
+campaign's work at its share of the account, as dial messages published after the
+releasing transaction commits. Due times live in the database
+(``dialer.state.release.release_due`` picks the contacts, ``dialer.policy.rules`` says
+when a number may be called again). Right after ``campaign start`` or ``resume``,
+``release`` hands out one campaign's first calls (``FIRST_RELEASE``) without waiting for
+the tick.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 
 HORIZON = 2.0  # seconds of work a tick hands out at the campaign's pace
 MAX_RELEASE = 2000  # attempts queued per campaign, at most (an unpaced one: ~5 s of work)
+# Released right after a start or resume (``dialer.worker.tasks.release``, ``api.start``):
+# a first batch or two, so the first call goes out at once; the tick (every second)
+# releases the rest at the campaign's pace.
+FIRST_RELEASE = 2 * clients.DIAL_BATCH
 
 
 def release_running(now: datetime) -> None:
