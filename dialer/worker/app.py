@@ -20,8 +20,9 @@ from celery.signals import (
 from kombu import Exchange, Queue
 
 from dialer import logs, settings
+from dialer.worker import nudge
 
-QUEUES = ("dialer.control", "dialer.dial")
+QUEUES = (nudge.CONTROL_QUEUE, "dialer.dial")
 TICK_SECONDS = 1.0
 SWEEP_SECONDS = 10.0
 
@@ -65,6 +66,8 @@ def configure(s: settings.Settings) -> None:
         task_routes={
             "dialer.tick": {"queue": "dialer.control"},
             "dialer.sweep": {"queue": "dialer.control"},
+            # Published by `dialer campaign start` without Celery (dialer.worker.nudge).
+            nudge.RELEASE_TASK: {"queue": nudge.CONTROL_QUEUE},
             "dialer.dial": {"queue": "dialer.dial"},
             "dialer.dial_batch": {"queue": "dialer.dial"},
         },
