@@ -14,8 +14,8 @@ The broker URL is read as kombu reads it (the workers consume with kombu): host
 (default 127.0.0.1), port (6379), user and password, the database from the path, and
 for ``rediss://`` the ``ssl_cert_reqs``, ``ssl_ca_certs``, ``ssl_certfile`` and
 ``ssl_keyfile`` query options (without ``ssl_cert_reqs`` kombu does not verify the
-certificate, nor does this). Any other broker (``memory://``, ``redis+socket://``) is
-published to through Celery itself.
+certificate, nor does this). Any other broker (``redis+socket://``) is published to
+through Celery itself; ``memory://`` (the demo's, inside one process) not at all.
 
 The tests hold it to the real thing, so an upgrade of Celery or kombu that changes the
 format fails them: ``tests/worker/test_nudge.py`` compares the message field by field
@@ -61,8 +61,10 @@ def publish(
 ) -> None:
     """Publish one task message to ``queue`` of the broker at ``broker_url``."""
     scheme = broker_url.partition("://")[0]
+    if scheme == "memory":
+        return  # a broker inside this process: no worker elsewhere could hear it
     if scheme not in ("redis", "rediss"):
-        _publish_with_celery(task, args, queue)
+        _publish_with_celery(broker_url, task, args, queue)
         return
     body = message(task, args, queue=queue)
     try:
@@ -189,8 +191,9 @@ def _tls(a: dict[str, Any]) -> Any:
     return ctx
 
 
-def _publish_with_celery(task: str, args: list[Any], queue: str) -> None:
-    # A broker this module does not speak to (the demo's memory://): Celery itself.
+def _publish_with_celery(broker_url: str, task: str, args: list[Any], queue: str) -> None:
+    # A broker URL this module does not read (redis+socket://): Celery itself.
     from dialer.worker.app import app
 
-    app.send_task(task, args, queue=queue, expires=EXPIRES)
+    with app.connection_for_write(broker_url) as conn:
+        app.send_task(task, args, queue=queue, expires=EXPIRES, connection=conn)

@@ -112,7 +112,8 @@ def read_back(url: str) -> kombu.Message:
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A Redis that wants a password and knows a user, and one that speaks TLS only."""
+    """A Redis that wants a password and knows a user, one on a Unix socket, and one
+    that speaks TLS only."""
     tmp = Path(tmp_path_factory.mktemp("redis-tls"))
     password = RedisServer(
         options=[
@@ -128,9 +129,13 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         ]
     )
     password.start()
+    unix = RedisServer(options=["--unixsocket", str(tmp / "redis.sock")])
+    unix.start()
     urls = {
         "password": f"redis://:s3cr%3Aet%40%2F@127.0.0.1:{password.port}/2",
         "user": f"redis://alice:alice-pw@127.0.0.1:{password.port}/3",
+        # Not read by the nudge: published through Celery.
+        "unix socket": f"redis+socket://{tmp / 'redis.sock'}?virtual_host=1",
     }
     tls: subprocess.Popen[bytes] | None = None
     if shutil.which("openssl"):
@@ -157,12 +162,15 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         urls["tls unverified"] = f"rediss://127.0.0.1:{port}/4"
     yield urls
     password.stop()
+    unix.stop()
     if tls is not None:
         tls.kill()
         tls.wait()
 
 
-@pytest.mark.parametrize("kind", ["database", "password", "user", "tls verified", "tls unverified"])
+@pytest.mark.parametrize(
+    "kind", ["database", "password", "user", "unix socket", "tls verified", "tls unverified"]
+)
 def test_kombu_reads_the_nudge_from_the_same_place(
     kind: str, secured: dict[str, str], redis_server: RedisServer
 ) -> None:
@@ -188,3 +196,7 @@ def test_a_refused_nudge_names_why_but_not_the_password(secured: dict[str, str])
     assert "nope" not in str(failed.value)
     with pytest.raises(nudge.NudgeFailed, match="ConnectionRefused"):
         nudge.release(f"redis://127.0.0.1:{free_port()}/0", 7)
+
+
+def test_a_broker_inside_the_process_is_not_nudged() -> None:
+    nudge.release("memory://", 7)  # the demo's: nothing outside this process could hear it
