@@ -22,7 +22,7 @@ from dialer.state import controls, runs, windows
 from dialer.state import release as releasing
 from dialer.store import db
 from dialer.store.models import Campaign, CampaignState
-from dialer.worker import clients
+from dialer.worker import clients, dialing
 from dialer.worker.dialing import batch_size
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,18 @@ def release_running(now: datetime) -> None:
             release(campaign_id, shares.get(campaign_id))
 
 
-def release(campaign_id: int, share: float | None = None, limit: int | None = None) -> list[int]:
+def release(
+    campaign_id: int,
+    share: float | None = None,
+    limit: int | None = None,
+    dial_here: bool = False,
+) -> list[int]:
     """Hand the workers what this campaign can send in the next HORIZON seconds, at its
     share of the account (or its own --cps when no tick has set a share); at most
-    ``limit`` (a command releasing the first calls at once, the tick the rest)."""
+    ``limit`` (a command releasing the first calls at once, the tick the rest).
+
+    ``dial_here`` (a worker, right after a start): this thread dials the first batch
+    itself rather than publishing it for another one (``_dial_here``)."""
     s = settings.get()
     now = clock.now()
     with db.session_scope() as session:
@@ -90,7 +98,23 @@ def release(campaign_id: int, share: float | None = None, limit: int | None = No
         if limit is not None:
             budget = min(budget, limit)
         ids = releasing.release_due(session, campaign, budget, now)
+        size = batch_size(rate)
+        here = ids[:size] if dial_here else []
         if ids:
-            size = batch_size(rate)
-            db.after_commit(session, lambda: clients.publish_dials(ids, size=size))
+            published = ids[len(here) :]
+            db.after_commit(session, lambda: clients.publish_dials(published, size=size))
+    if here:
+        _dial_here(here, size)
     return ids
+
+
+def _dial_here(attempt_ids: list[int], size: int) -> None:
+    """Dial a batch just released, in this thread: a message to another thread costs a
+    publish and a delivery before the first call (10 ms idle, up to 90 ms on a busy
+    machine, measured). Should it fail, the batch is published as any other would be
+    (its claim is conditional: what was already sent is not sent again)."""
+    try:
+        dialing.dial_batch(attempt_ids)
+    except Exception as exc:
+        log.warning("could not dial the first batch here (%s); published instead", exc)
+        clients.publish_dials(attempt_ids, size=size)

@@ -44,9 +44,10 @@ def tick() -> None:
 @app.task(name=nudge.RELEASE_TASK, **_retry_db)
 def release(campaign_id: int) -> None:
     """A campaign just started or resumed: its first calls now, not at the next tick (a
-    nudge lost or late changes nothing but that: the tick releases the work anyway)."""
+    nudge lost or late changes nothing but that: the tick releases the work anyway).
+    This thread dials the first batch itself; the rest is published."""
     with logs.bound(campaign=campaign_id):
-        scheduling.release(campaign_id, limit=scheduling.FIRST_RELEASE)
+        scheduling.release(campaign_id, limit=scheduling.FIRST_RELEASE, dial_here=True)
 
 
 @app.task(name="dialer.dial", **_retry_db)
