@@ -5,8 +5,7 @@ campaign's work at its share of the account, as dial messages published after th
 releasing transaction commits. Due times live in the database
 (``dialer.state.release.release_due`` picks the contacts, ``dialer.policy.rules`` says
 when a number may be called again). Right after ``campaign start`` or ``resume``,
-``release`` hands out one campaign's first calls (``FIRST_RELEASE``) without waiting for
-the tick.
+``release`` hands out one campaign's first calls without waiting for the tick.
 """
 
 from __future__ import annotations
@@ -29,9 +28,9 @@ log = logging.getLogger(__name__)
 
 HORIZON = 2.0  # seconds of work a tick hands out at the campaign's pace
 MAX_RELEASE = 2000  # attempts queued per campaign, at most (an unpaced one: ~5 s of work)
-# Released right after a start or resume (``dialer.worker.tasks.release``, ``api.start``):
-# a first batch or two, so the first call goes out at once; the tick (every second)
-# releases the rest at the campaign's pace.
+# Released by ``api.start`` and ``api.resume`` in their own process: a first batch or
+# two, so the first call goes out at once; the tick (every second) releases the rest at
+# the campaign's pace. (The command's nudge releases one batch, dialing.dial_batch's.)
 FIRST_RELEASE = 2 * clients.DIAL_BATCH
 
 

@@ -236,17 +236,24 @@ def test_a_slow_campaign_keeps_the_queue_short(sim: Simulator) -> None:
 def test_release_after_a_start_dials_the_first_batch_in_its_own_thread(
     sim: Simulator, test_settings: settings.Settings
 ) -> None:
-    """The task a ``campaign start`` nudges: the first batch is dialed by the thread that
-    released it, the rest published for the other threads; a batch it cannot dial is
-    published instead."""
+    """The task a ``campaign start`` nudges: one batch's worth, dialed by the thread that
+    released it (at a slow pace, the rest of the release published for the other
+    threads); a batch it cannot dial is published instead."""
 
     broker = redis.Redis.from_url(test_settings.broker_url)
+    broker.delete("dialer.dial")
     cid = campaign_with([f"+1919300{i:04d}" for i in range(70)])
     tasks.release.run(cid)
-    assert len(sim.calls()) == clients.DIAL_BATCH, "the first batch, dialed here"
+    assert len(sim.calls()) == clients.DIAL_BATCH, "one batch, dialed here"
+    assert broker.llen("dialer.dial") == 0, "the tick releases the rest"
+    # At 10 calls/s a batch is 10 calls (a second of work): the rest of the release
+    # (two seconds' worth) is published for the other threads.
+    slow = campaign_with([f"+1919301{i:04d}" for i in range(70)], cps=10)
+    tasks.release.run(slow)
+    assert len(sim.calls()) == clients.DIAL_BATCH + 10
     [message] = broker.lrange("dialer.dial", 0, -1)
     rest = json.loads(base64.b64decode(json.loads(message)["body"]))[0][0]
-    assert len(rest) == 70 - clients.DIAL_BATCH and not set(rest) & {
+    assert len(rest) == 10 and not set(rest) & {
         int(json.loads(c["tag"])["attempt"]) for c in sim.calls()
     }
 
