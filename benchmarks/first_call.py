@@ -17,6 +17,12 @@ for (issue 13: < 500 ms). Its breakdown reads times the code records anyway: the
 campaign's ``started_at`` (the command's transition), the first attempt's ``queued_at``
 (released) and ``sent_at`` (claimed by a worker), and when the command exited.
 
+``--cli-also DIR`` times the command of another checkout too (the code before a change),
+each of its runs in turn with this one's, on this checkout's fleet: on a machine others
+share, runs minutes apart see different loads, runs in turn the same. The other command
+must work with this checkout's schema and workers (the code before issue 13's change
+does: it releases and publishes the dials itself).
+
 The database is ``dialer_bench_first``, or ``<name>_first`` when
 ``DIALER_BENCH_DATABASE_URL`` names a database of its own, so two people benchmarking on
 one machine do not drop each other's.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -122,15 +129,24 @@ def db_name() -> str:
     return f"{name}_first" if name and name != default else "dialer_bench_first"
 
 
-def cli_start(bench: Bench, campaign_id: int) -> dict[str, float]:
-    """One ``dialer campaign start`` as a subprocess: seconds from just before the process
-    is started to the first create, and to each step on the way."""
+def cli_start(bench: Bench, campaign_id: int, code: str | None = None) -> dict[str, float]:
+    """One ``dialer campaign start`` as a subprocess (of the checkout ``code``, if given):
+    seconds from just before the process is started to the first create, and to each
+    step on the way."""
     from sqlalchemy import text
 
     sim = bench.fleet.sim_url
+    env = {**bench.fleet.env, "PYTHONPATH": code} if code else bench.fleet.env
     requests.post(sim + "/_sim/reset", timeout=10)
     t0 = time.time()
-    bench.fleet.cli("campaign", "start", str(campaign_id))
+    subprocess.run(
+        [sys.executable, "-m", "dialer.cli", "campaign", "start", str(campaign_id)],
+        env=env,
+        cwd=bench.fleet.workdir,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     returned = time.time() - t0
     first = first_create(sim, t0)
     with bench.engine.connect() as conn:
@@ -150,27 +166,32 @@ def cli_start(bench: Bench, campaign_id: int) -> dict[str, float]:
     }
 
 
-def cli_starts(bench: Bench, repeat: int) -> list[dict[str, float]]:
+def cli_starts(
+    bench: Bench, repeat: int, others: list[str]
+) -> dict[str | None, list[dict[str, float]]]:
     """``repeat`` runs of ``dialer campaign start``, each on a new 1,000-contact campaign
-    with the fleet idle (the previous one paused and its work drained)."""
+    with the fleet idle (the previous one paused and its work drained); with ``others``,
+    each run is followed by one of each other checkout's command, in turn."""
     from dialer import api
 
     path = write_contacts(bench.workdir / "cli.csv", 1000, area=312)
-    out = []
+    out: dict[str | None, list[dict[str, float]]] = {None: [], **{o: [] for o in others}}
     for _ in range(repeat):
-        campaign_id = bench.create_campaign(path)
-        wait_idle(bench)
-        out.append(cli_start(bench, campaign_id))
-        api.pause(campaign_id)
+        for code in out:
+            campaign_id = bench.create_campaign(path)
+            wait_idle(bench)
+            out[code].append(cli_start(bench, campaign_id, code))
+            api.pause(campaign_id)
     wait_idle(bench)
     return out
 
 
-def cli_lines(size_name: str, runs: list[dict[str, float]]) -> list[str]:
+def cli_lines(size_name: str, runs: list[dict[str, float]], code: str | None = None) -> list[str]:
     firsts = [r["first create"] for r in runs]
+    whose = f" of {code}" if code else ""
     lines = [
-        f"{size_name}: `dialer campaign start` (subprocess, 1,000-contact campaigns, idle "
-        f"fleet) -> first create: median {1000 * median(firsts):.0f} ms, max "
+        f"{size_name}: `dialer campaign start`{whose} (subprocess, 1,000-contact campaigns, "
+        f"idle fleet) -> first create: median {1000 * median(firsts):.0f} ms, max "
         f"{1000 * max(firsts):.0f} ms ({len(runs)} runs: "
         + ", ".join(f"{1000 * f:.0f}" for f in firsts)
         + ")",
@@ -203,7 +224,9 @@ def run(size_name: str, bench: Bench, campaign_id: int, args: argparse.Namespace
             for what, v in times.items()
         ]
     # What a user typing the command waits for.
-    return lines + cli_lines(size_name, cli_starts(bench, args.repeat))
+    for code, runs in cli_starts(bench, args.repeat, args.cli_also).items():
+        lines += cli_lines(size_name, runs, code)
+    return lines
 
 
 def pace(args: argparse.Namespace) -> dict[str, str]:
@@ -217,6 +240,15 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=5, help="resumes, and CLI starts (default 5)")
     p.add_argument(
         "--cli-only", action="store_true", help="only `dialer campaign start` (no api.start)"
+    )
+    p.add_argument(
+        "--cli-also",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also time the command of the checkout in DIR (e.g. a worktree of the code "
+        "before a change), its runs in turn with this one's, against this checkout's "
+        "fleet: both see the same moments of a busy machine",
     )
     p.add_argument(
         "--cps",
