@@ -10,7 +10,8 @@
 
 Every function opens and commits its own transaction and returns plain data (dicts,
 lists), so a script never handles sessions. Errors are ``ApiError`` (bad input, unknown
-campaign) or ``dialer.state.common.CampaignStateError`` (a control the campaign's state forbids),
+campaign) or ``CampaignStateError`` (a control the campaign's state forbids; also
+``dialer.state.common.CampaignStateError``),
 each with a message that names what is wrong.
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import csv
 import logging
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -29,13 +29,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dialer import clock, logs
-from dialer.errors import ApiError
-from dialer.importing.contacts import import_contacts
-from dialer.importing.dnc import add_suppressions, remove_suppressions
-from dialer.importing.files import ContactFileError, read_columns
-from dialer.policy import rules
-from dialer.state import controls, runs, suppression, tags
-from dialer.state.common import CampaignStateError
+from dialer.errors import ApiError, CampaignStateError
+from dialer.state import controls, starting
 from dialer.store import campaign_status, db, dialects
 from dialer.store.models import (
     Attempt,
@@ -46,6 +41,9 @@ from dialer.store.models import (
     Contact,
     RunContact,
 )
+
+# The importing (phonenumbers, the CSV reader) and the calling rules are imported by the
+# functions that use them: ``dialer campaign pause`` and ``cancel`` come through here.
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +94,8 @@ def _check_options(
     schedule: str | None,
     tag_fields: list[str],
 ) -> None:
+    from dialer.state import tags
+
     if not _E164.match(from_number):
         raise ApiError(f"--from must be an E.164 number like +19195551212, got {from_number!r}")
     if not re.match(r"^[A-Z]{2}$", region):
@@ -133,6 +133,8 @@ def _check_rules(
     schedule: str | None = None,
 ) -> None:
     """The rule options ``create`` and ``update`` share; each error names its option."""
+    from dialer.policy import rules
+
     if cps is not None and not cps > 0:
         raise ApiError(f"--cps must be greater than 0, got {cps}")
     if max_concurrent is not None and max_concurrent < 1:
@@ -175,6 +177,12 @@ def create_campaign(
 
     Every row becomes a contact, the bad ones too, with their status and reason.
     """
+    import tempfile
+
+    from dialer.importing.contacts import import_contacts
+    from dialer.importing.dnc import add_suppressions
+    from dialer.importing.files import ContactFileError, read_columns
+
     tag_fields = list(tag_fields)
     region = region.upper()
     _check_options(
@@ -275,17 +283,27 @@ def _campaign(session: Session, campaign_id: int, *, lock: bool = False) -> Camp
 
 def start(campaign_id: int) -> dict[str, Any]:
     """Start (or resume) a campaign; its first calls go out within a second."""
-    with db.session_scope() as session:
-        runs.start(session, _campaign(session, campaign_id, lock=True), clock.now())
+    _to_running(starting.start, campaign_id)
     _release_now(campaign_id)
     return status(campaign_id)
 
 
 def resume(campaign_id: int) -> dict[str, Any]:
-    with db.session_scope() as session:
-        controls.resume(session, _campaign(session, campaign_id, lock=True), clock.now())
+    _to_running(starting.resume, campaign_id)
     _release_now(campaign_id)
     return status(campaign_id)
+
+
+def _to_running(transition: Callable[..., None], campaign_id: int) -> None:
+    """``dialer.state.starting`` (what ``dialer campaign start`` runs without this module)
+    over a pooled connection: one implementation of the transition."""
+    engine = db.engine()
+    conn = engine.raw_connection()
+    try:
+        driver = dialects.of_bind(engine).driver
+        transition(conn.dbapi_connection, driver, campaign_id, clock.now())
+    finally:
+        conn.close()
 
 
 def pause(campaign_id: int, wait: float = 30.0) -> dict[str, Any]:
@@ -368,12 +386,10 @@ def _release_now(campaign_id: int) -> None:
     """Hand out the first work at once rather than at the next tick; if the broker is
     out of reach the tick does it later, so a failure here is only logged."""
     try:
-        from dialer.worker import clients, scheduling
+        from dialer.worker import scheduling
 
         with logs.bound(campaign=campaign_id):
-            # A first batch or two, so the first call goes out at once; the tick (every
-            # second) releases the rest at the campaign's pace.
-            scheduling.release(campaign_id, limit=2 * clients.DIAL_BATCH)
+            scheduling.release(campaign_id, limit=scheduling.FIRST_RELEASE)
     except Exception as exc:
         log.warning(
             "could not release work now (%s); the next tick will",
@@ -531,6 +547,10 @@ def add_dnc(
 ) -> dict[str, Any]:
     """Add a do-not-call file (global, or one campaign's); pending contacts on it are
     suppressed at once, and every call is checked again right before it is sent."""
+    from dialer.importing.dnc import add_suppressions
+    from dialer.importing.files import ContactFileError
+    from dialer.state import suppression
+
     with db.session_scope() as session:
         if campaign_id is not None:
             _campaign(session, campaign_id)
@@ -547,6 +567,9 @@ def add_dnc(
 def remove_dnc(
     path: str | Path, *, campaign_id: int | None = None, region: str = "US"
 ) -> dict[str, Any]:
+    from dialer.importing.dnc import remove_suppressions
+    from dialer.importing.files import ContactFileError
+
     with db.session_scope() as session:
         try:
             removed = remove_suppressions(session, path, campaign_id=campaign_id, region=region)

@@ -149,6 +149,8 @@ def _run(args: argparse.Namespace) -> int:
         return demo.main()
     if args.command == "campaign" and args.campaign_command == "status":
         return _status(args)
+    if args.command == "campaign" and args.campaign_command in ("start", "resume"):
+        return _start(args)
     from dialer import api
 
     if args.command == "dnc":
@@ -172,12 +174,8 @@ def _run(args: argparse.Namespace) -> int:
             changed = ", ".join(result["changed"]) or "nothing (same values)"
             print(f"campaign {result['id']} updated: {changed}")
         return 0
-    if cmd in ("start", "pause", "resume", "cancel"):
-        result = getattr(api, cmd)(args.id)
-        if args.json:
-            _print(result, True)
-        else:
-            print(f"campaign {result['id']} is {result['state']}")
+    if cmd in ("pause", "cancel"):
+        _print_state(getattr(api, cmd)(args.id), args.json)
         return 0
     if cmd == "export":
         if args.output:
@@ -208,6 +206,48 @@ def _status(args: argparse.Namespace) -> int:
             return _watch(reader.status, args.id, args.json)
         _print_status(reader.status(args.id, run=args.run), args.json)
     return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    """``start`` and ``resume`` with the database driver alone, not dialer.api (issue 13:
+    the first call created within 500 ms of typing the command, the command's own start
+    included): the transition (``dialer.state.starting``, the very code ``api.start``
+    runs), one message asking the workers to release the first calls now
+    (``dialer.worker.nudge``: no Celery), and the status as ``campaign status`` reads it.
+    No SQLAlchemy, models, phonenumbers or Celery to import. A nudge that fails is only
+    reported: the campaign runs, and the tick releases its work within a second."""
+    from dialer import clock
+    from dialer.state import starting
+    from dialer.store import campaign_status
+    from dialer.store.dialects import drivers
+    from dialer.worker import nudge
+
+    s = settings.get()
+    transition = starting.start if args.campaign_command == "start" else starting.resume
+    conn, driver = drivers.connect(s.database_url)
+    try:
+        transition(conn, driver, args.id, clock.now())
+        try:
+            nudge.release(s.broker_url, args.id)
+        except Exception as exc:  # NudgeFailed says why (never the password)
+            logging.getLogger(__name__).warning(
+                "could not ask the workers to release work now (%s); the next tick will",
+                exc if isinstance(exc, nudge.NudgeFailed) else type(exc).__name__,
+                extra={"campaign": args.id},
+            )
+        result = campaign_status.read(conn, args.id, driver=driver)
+    finally:
+        conn.close()
+    _print_state(result, args.json)
+    return 0
+
+
+def _print_state(result: dict[str, Any], as_json: bool) -> None:
+    """What a control command prints: the status with --json, else the state."""
+    if as_json:
+        _print(result, True)
+    else:
+        print(f"campaign {result['id']} is {result['state']}")
 
 
 def _create(api: Any, args: argparse.Namespace) -> int:

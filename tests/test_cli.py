@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -9,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,3 +192,78 @@ def test_campaign_update_changes_rules_and_none_removes_one(
     assert out.returncode == 2 and "at least one rule" in out.stderr
     out = dialer("campaign", "status", cid, "--run", "7", env=env)
     assert out.returncode == 1 and "has no run 7" in out.stderr
+
+
+# Runs the CLI in a fresh interpreter, then says which of these it had imported.
+HEAVY = ("sqlalchemy", "celery", "kombu", "redis", "phonenumbers", "rich", "requests", "cronsim")
+PROBE = f"""
+import json, sys
+from dialer import cli
+code = cli.main(sys.argv[1:])
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r}))
+print(json.dumps({{"code": code, "heavy": heavy}}))
+"""
+
+
+def probe(*args: str, env: dict[str, str]) -> tuple[list[str], dict[str, Any]]:
+    """The command's own output lines, and what it imported."""
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "PYTHONPATH": root},
+        timeout=60,
+    )
+    *lines, last = out.stdout.splitlines()
+    return lines, json.loads(last) | {"stderr": out.stderr}
+
+
+def test_start_and_resume_import_only_the_driver_and_nudge_the_workers(
+    contacts: Path, clean_db: None, test_settings: settings.Settings
+) -> None:
+    """``start`` and ``resume``: the transition, one message to the workers and the status,
+    without SQLAlchemy, Celery, redis-py or phonenumbers (issue 13); the output is what
+    it always was. ``pause`` and ``cancel`` come through the API without Celery."""
+    import redis
+
+    from dialer import api
+    from dialer.worker import nudge
+
+    env = {"DIALER_DATABASE_URL": test_settings.database_url}
+    out = dialer(
+        "campaign", "create", "--name", "s", "--from", "+19195550000",
+        "--contacts", str(contacts), "--json", env=env,
+    )  # fmt: skip
+    cid = json.loads(out.stdout)["id"]
+    broker = redis.Redis.from_url(test_settings.broker_url)
+    broker.delete(nudge.CONTROL_QUEUE)
+
+    lines, seen = probe("campaign", "start", str(cid), env=env)
+    assert lines == [f"campaign {cid} is running"] and seen["code"] == 0, seen["stderr"]
+    assert seen["heavy"] == [] and seen["stderr"] == ""
+    [raw] = broker.lrange(nudge.CONTROL_QUEUE, 0, -1)
+    message = json.loads(raw)
+    assert message["headers"]["task"] == nudge.RELEASE_TASK
+    assert json.loads(base64.b64decode(message["body"]))[0] == [cid]
+    status = api.status(cid)
+    assert status["state"] == "running" and status["run"] == 1
+
+    lines, seen = probe("campaign", "pause", str(cid), env=env)
+    assert lines == [f"campaign {cid} is paused"] and seen["code"] == 0, seen["stderr"]
+    assert set(seen["heavy"]) <= {"sqlalchemy", "cronsim"}, "no Celery, phonenumbers or rich"
+
+    lines, seen = probe("campaign", "resume", str(cid), "--json", env=env)
+    assert seen["code"] == 0 and seen["heavy"] == [], seen["stderr"]
+    assert json.loads(lines[0]) == api.status(cid), "the status as the API gives it"
+    assert broker.llen(nudge.CONTROL_QUEUE) == 2
+
+    lines, seen = probe("campaign", "resume", str(cid), env=env)
+    assert seen["code"] == 1 and lines == []
+    assert (
+        f"dialer: campaign {cid} is running: only a paused campaign can be resumed"
+        in (seen["stderr"])
+    )
+    lines, seen = probe("campaign", "start", "99999", env=env)
+    assert seen["code"] == 1 and "dialer: no campaign with id 99999" in seen["stderr"]
+    broker.delete(nudge.CONTROL_QUEUE)

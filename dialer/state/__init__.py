@@ -19,6 +19,8 @@ up with a cause) accumulate, and the outcome is a function of the facts, so even
 any order end in the same rows (``rules.outcome``).
 
 Functions take the caller's session and never commit: the caller owns the transaction.
+The exception is ``starting``, which runs without SQLAlchemy on a DB-API connection and
+makes its one transaction itself (a savepoint, inside one the caller has open).
 
 One module per family of transitions; the callers import the one that owns the function
 (``from dialer.state import release`` then ``release.release_due(...)``):
@@ -30,9 +32,10 @@ One module per family of transitions; the callers import the one that owns the f
     suppression  the do-not-call lists (is_listed, suppress_listed)
     reconcile    expired claims, overdue calls, ambiguous sends resolved
     events       callback events applied (apply_events), orphans, settle
-    runs         start, recurring runs, archiving and finishing a run
+    starting     start and resume (run 1 begins), with the database driver alone
+    runs         recurring runs, archiving and finishing a run
     windows      calling windows: due contacts wait for their opening
-    controls     update the rules, pause, resume, cancel, complete
+    controls     update the rules, pause, cancel, complete
     common       what they share: locks (contact first, then attempt), counters, adopting a call
 
 Statements that differ between PostgreSQL and SQLite are asked of

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dialer import metrics
+from dialer.errors import CampaignStateError as CampaignStateError  # raised by the lean start too
 from dialer.store import db
 from dialer.store.models import Attempt, AttemptStatus, Campaign, Contact, ContactStatus
 
@@ -25,10 +26,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CALL_TIMEOUT = 60  # docs/carrier.md: callTimeout default
 GRACE = timedelta(seconds=30)
 LIVE_RECHECK = timedelta(minutes=15)
-
-
-class CampaignStateError(ValueError):
-    """A control that does not apply to the campaign's state (e.g. start a cancelled one)."""
 
 
 class Row:

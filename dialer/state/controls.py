@@ -1,4 +1,7 @@
-"""Campaign controls: changing the rules, pause, resume, cancel, completing."""
+"""Campaign controls: changing the rules, pause, cancel, completing.
+
+Start and resume are ``dialer.state.starting`` (the driver alone, for the command's
+start-up time)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from dialer.policy import rules
 from dialer.state.common import CampaignStateError
-from dialer.state.runs import finish_run, start
+from dialer.state.runs import finish_run
 from dialer.state.withdraw import withdraw_all_queued
 from dialer.store import db
 from dialer.store.models import (
@@ -112,14 +115,6 @@ def pause(session: Session, campaign: Campaign, now: datetime) -> None:
     campaign.state = CampaignState.PAUSED
     session.flush()
     withdraw_all_queued(session, campaign.id, now, cancelled=False)
-
-
-def resume(session: Session, campaign: Campaign, now: datetime) -> None:
-    if campaign.state != CampaignState.PAUSED:
-        raise CampaignStateError(
-            f"campaign {campaign.id} is {campaign.state}: only a paused campaign can be resumed"
-        )
-    start(session, campaign, now)
 
 
 def cancel(session: Session, campaign: Campaign, now: datetime) -> None:

@@ -1,4 +1,9 @@
-"""The campaign's runs: starting it, recurring runs, archiving and finishing a run."""
+"""The campaign's runs: recurring runs, archiving and finishing a run.
+
+Run 1 begins when the campaign starts (``dialer.state.starting``, with the driver alone,
+so ``dialer campaign start`` needs no SQLAlchemy); the later runs of a recurring
+campaign begin here, at the tick.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ from sqlalchemy import Integer, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from dialer.policy import rules
-from dialer.state.common import CampaignStateError
 from dialer.state.suppression import suppress_listed
 from dialer.store.models import (
     Campaign,
@@ -21,19 +25,6 @@ from dialer.store.models import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def start(session: Session, campaign: Campaign, now: datetime) -> None:
-    """Start a draft campaign (its first run) or resume a paused one."""
-    if campaign.state == CampaignState.RUNNING:
-        return
-    if campaign.state not in (CampaignState.DRAFT, CampaignState.PAUSED):
-        raise CampaignStateError(f"campaign {campaign.id} is {campaign.state}: it cannot start")
-    first = campaign.state == CampaignState.DRAFT
-    campaign.state, campaign.state_reason = CampaignState.RUNNING, None
-    campaign.started_at = campaign.started_at or now
-    if first:
-        _begin_run(session, campaign, now, scheduled_for=None)
 
 
 def _begin_run(
@@ -49,7 +40,8 @@ def _begin_run(
         )
     )
     # The next occurrence after now: occurrences missed while this one waited (a beat
-    # outage, a long previous run) are not started one by one later.
+    # outage, a long previous run) are not started one by one later. (Run 1's row and
+    # next occurrence are written by dialer.state.starting, the same way.)
     campaign.next_run_at = (
         rules.next_run(campaign.schedule, campaign.timezone, now) if campaign.schedule else None
     )

@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dialer.carrier.events import CallEvent, parse
-from dialer.state import events, release, send
+from dialer.state import events, release, send, starting
+from dialer.store import dialects
 from dialer.store.models import Attempt, Campaign, CampaignState, Contact, ContactStatus
 from dialer.store.models import CallEvent as CallEventRow
 
@@ -21,15 +22,18 @@ LEASE = timedelta(seconds=60)
 
 
 def make_campaign(session: Session, n: int = 3, **options) -> Campaign:
+    """A running campaign of ``n`` pending contacts (``options`` set other columns)."""
     campaign = Campaign(
-        name="t",
-        from_number="+19195550000",
-        state=CampaignState.RUNNING,
-        created_at=T0,
-        started_at=T0,
-        columns=["name"],
-        tag_fields=["name"],
-        **options,
+        **{
+            "name": "t",
+            "from_number": "+19195550000",
+            "state": CampaignState.RUNNING,
+            "created_at": T0,
+            "started_at": T0,
+            "columns": ["name"],
+            "tag_fields": ["name"],
+            **options,
+        }
     )
     session.add(campaign)
     session.flush()
@@ -48,6 +52,16 @@ def make_campaign(session: Session, n: int = 3, **options) -> Campaign:
     )
     session.flush()
     return campaign
+
+
+def start(session: Session, campaign: Campaign, now: datetime = T0, resume: bool = False) -> None:
+    """``dialer.state.starting`` (the driver alone, as ``dialer campaign start`` runs it) on
+    the session's own connection, so inside the test's transaction (a savepoint); then
+    the campaign is read again."""
+    transition = starting.resume if resume else starting.start
+    conn = session.connection().connection.dbapi_connection
+    transition(conn, dialects.of(session).driver, campaign.id, now)
+    session.refresh(campaign)
 
 
 def sent_attempt(session: Session, campaign: Campaign, call_id: str | None = "c-1") -> Attempt:

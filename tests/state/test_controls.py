@@ -1,4 +1,4 @@
-"""Pause, resume, cancel and completion (dialer.state.controls)."""
+"""Pause, cancel and completion (dialer.state.controls), and resume after a pause."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from dialer.state import controls, release
 from dialer.store.models import Attempt, AttemptStatus, CampaignState, Contact, ContactStatus
-from tests.state.helpers import T0, apply, event, make_campaign, rows, sent_attempt
+from tests.state.helpers import T0, apply, event, make_campaign, rows, sent_attempt, start
 
 
 def test_pause_withdraws_queued_work_and_resume_releases_it(session: Session) -> None:
@@ -16,7 +16,7 @@ def test_pause_withdraws_queued_work_and_resume_releases_it(session: Session) ->
     controls.pause(session, campaign, T0)
     session.expire_all()
     assert {session.get(Attempt, i).status for i in ids} == {AttemptStatus.WITHDRAWN}
-    controls.resume(session, campaign, T0)
+    start(session, campaign, resume=True)
     again = release.release_due(session, campaign, 5, T0)
     assert len(again) == 2
 

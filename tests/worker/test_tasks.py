@@ -5,6 +5,7 @@ Each test commits (tasks own their transactions), so it takes ``clean_db``.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from datetime import timedelta
@@ -31,6 +32,11 @@ def release_and_dial(campaign_id: int) -> list[int]:
     for attempt_id in ids:
         tasks.dial.run(attempt_id)
     return ids
+
+
+def queued_or_claimed(campaign_id: int) -> list[int]:
+    with db.session_scope() as session:
+        return list(session.scalars(select(Attempt.id).where(Attempt.campaign_id == campaign_id)))
 
 
 def contact_of(attempt_id: int) -> Contact:
@@ -225,3 +231,45 @@ def test_a_slow_campaign_keeps_the_queue_short(sim: Simulator) -> None:
     for _ in range(5):
         tasks.tick.run()
     assert api.status(cid)["contacts"]["dialing"] == 2
+
+
+def test_release_after_a_start_dials_the_first_batch_in_its_own_thread(
+    sim: Simulator, test_settings: settings.Settings
+) -> None:
+    """The task a ``campaign start`` nudges: one batch's worth, dialed by the thread that
+    released it (at a slow pace, the rest of the release published for the other
+    threads); a batch it cannot dial is published instead."""
+
+    broker = redis.Redis.from_url(test_settings.broker_url)
+    broker.delete("dialer.dial")
+    cid = campaign_with([f"+1919300{i:04d}" for i in range(70)])
+    tasks.release.run(cid)
+    assert len(sim.calls()) == clients.DIAL_BATCH, "one batch, dialed here"
+    assert broker.llen("dialer.dial") == 0, "the tick releases the rest"
+    # At 10 calls/s a batch is 10 calls (a second of work): the rest of the release
+    # (two seconds' worth) is published for the other threads.
+    slow = campaign_with([f"+1919301{i:04d}" for i in range(70)], cps=10)
+    tasks.release.run(slow)
+    assert len(sim.calls()) == clients.DIAL_BATCH + 10
+    [message] = broker.lrange("dialer.dial", 0, -1)
+    rest = json.loads(base64.b64decode(json.loads(message)["body"]))[0][0]
+    assert len(rest) == 10 and not set(rest) & {
+        int(json.loads(c["tag"])["attempt"]) for c in sim.calls()
+    }
+
+    broker.delete("dialer.dial")
+    other = campaign_with(["+19193009999"])
+    current = settings.get()
+    # A worker that cannot dial: it claims the batch, then fails building its client.
+    settings.override(dataclasses.replace(current, catapult_api_token=None))
+    clients.reset_clients()
+    try:
+        tasks.release.run(other)
+    finally:
+        settings.override(current)
+        clients.reset_clients()
+    [message] = broker.lrange("dialer.dial", 0, -1)
+    assert json.loads(base64.b64decode(json.loads(message)["body"]))[0] == [
+        queued_or_claimed(other)
+    ]
+    broker.delete("dialer.dial")

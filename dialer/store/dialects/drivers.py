@@ -1,14 +1,19 @@
 """The dialects at the driver level (DB-API: psycopg 3, sqlite3), for what runs without
-SQLAlchemy: ``dialer campaign status`` (``dialer.store.campaign_status``). Imports
-nothing heavy; each driver module is imported when a connection is made.
+SQLAlchemy: ``dialer campaign status`` (``dialer.store.campaign_status``) and ``dialer
+campaign start|resume`` (``dialer.state.starting``). Imports nothing heavy; each driver
+module is imported when a connection is made.
 
-A driver connects for a ``DIALER_DATABASE_URL`` and reads a campaign's status rows in
-one snapshot: (campaign columns, runs, calls by run, contacts by status and zone key).
+A driver connects for a ``DIALER_DATABASE_URL``, reads a campaign's status rows in one
+snapshot (campaign columns, runs, calls by run, contacts by status and zone key), and
+runs the statements of a campaign's start in a transaction of its own.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -23,12 +28,29 @@ RUN_COLUMNS = "number, scheduled_for, started_at, finished_at, summary"
 
 Rows = list[Any]
 Found = tuple[tuple[Any, ...], Rows, Rows, Rows]  # campaign, runs, calls, contacts
+Starting = tuple[str, int, str | None, str]  # state, run, schedule, timezone
+
+# A campaign's start (dialer.state.starting), "{p}" the driver's placeholder and "{lock}"
+# what locks the row read until the transaction ends.
+_START = {
+    "lock": "SELECT state, run, schedule, timezone FROM campaign WHERE id = {p}{lock}",
+    "running": "UPDATE campaign SET state = {p}, state_reason = NULL, "
+    "started_at = coalesce(started_at, {p}) WHERE id = {p}",
+    "first_run": "UPDATE campaign SET state = {p}, state_reason = NULL, "
+    "started_at = coalesce(started_at, {p}), run = {p}, next_run_at = {p} WHERE id = {p}",
+    "insert_run": "INSERT INTO campaign_run (campaign_id, number, started_at) VALUES ({p}, {p}, {p})",
+}
 
 
 class Driver:
     """One dialect's DB-API side."""
 
     name: str
+    param = "%s"  # the driver's placeholder
+    lock = " FOR UPDATE"
+
+    def __init__(self) -> None:
+        self._start = {k: sql.format(p=self.param, lock=self.lock) for k, sql in _START.items()}
 
     def connect(self, rest: str) -> Any:
         """A connection for the URL's part after ``scheme://``, not in a transaction."""
@@ -41,6 +63,47 @@ class Driver:
     def connection_errors(self) -> tuple[type[BaseException], ...]:
         """The errors that mean the connection is lost (open another)."""
         raise NotImplementedError
+
+    def transaction(self, conn: Any) -> AbstractContextManager[Any]:
+        """A cursor in a transaction on ``conn`` (one of ``connect``'s, or a pool's not in
+        a transaction): committed when the block ends, rolled back if it raises. Inside
+        a transaction already open on ``conn`` it is a savepoint of it."""
+        raise NotImplementedError
+
+    def timestamp(self, at: datetime) -> Any:
+        """A timestamp parameter as the column stores it (``at`` is timezone-aware)."""
+        return at
+
+    # ------------------------------------------------- a campaign's start (dialer.state)
+
+    def lock_campaign(self, cursor: Any, campaign_id: int) -> Starting | None:
+        """(state, run, schedule, timezone) of a campaign, its row locked until the
+        transaction ends (campaign first: the lock order of dialer.state); None if none."""
+        cursor.execute(self._start["lock"], (campaign_id,))
+        row = cursor.fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def set_running(
+        self,
+        cursor: Any,
+        campaign_id: int,
+        state: str,
+        now: datetime,
+        first_run: tuple[int, datetime | None] | None = None,
+    ) -> None:
+        """Set the campaign's state (its reason cleared, ``started_at`` kept from its
+        first start); ``first_run``: (the run it begins, the next one's time) as well."""
+        at = self.timestamp(now)
+        if first_run is None:
+            cursor.execute(self._start["running"], (state, at, campaign_id))
+        else:
+            number, next_run_at = first_run
+            following = None if next_run_at is None else self.timestamp(next_run_at)
+            cursor.execute(self._start["first_run"], (state, at, number, following, campaign_id))
+
+    def insert_run(self, cursor: Any, campaign_id: int, number: int, now: datetime) -> None:
+        """The row of a run started by the command (``scheduled_for`` empty)."""
+        cursor.execute(self._start["insert_run"], (campaign_id, number, self.timestamp(now)))
 
 
 # PostgreSQL: everything in one statement, so one round trip (a loaded machine makes
@@ -84,6 +147,13 @@ class PostgresDriver(Driver):
 
         return (psycopg.OperationalError, psycopg.InterfaceError)
 
+    @contextmanager
+    def transaction(self, conn: Any) -> Iterator[Any]:
+        # psycopg's own block: BEGIN ... COMMIT in autocommit mode or from idle, a
+        # savepoint inside a transaction.
+        with conn.transaction(), conn.cursor() as cursor:
+            yield cursor
+
 
 # SQLite (the demo, trials; small): the same rows counted from the tables, in one
 # transaction.
@@ -98,6 +168,8 @@ _SQLITE = (
 
 class SqliteDriver(Driver):
     name = "sqlite"
+    param = "?"
+    lock = ""  # no row locks: BEGIN IMMEDIATE takes the database's write lock at once
 
     def connect(self, rest: str) -> Any:
         import sqlite3
@@ -125,6 +197,31 @@ class SqliteDriver(Driver):
         import sqlite3
 
         return (sqlite3.OperationalError,)
+
+    @contextmanager
+    def transaction(self, conn: Any) -> Iterator[Any]:
+        # Statements by hand: both connect()'s connections and the engine's (see
+        # dialects.sqlite) are in autocommit mode (isolation_level None).
+        cursor = conn.cursor()
+        nested = conn.in_transaction
+        cursor.execute("SAVEPOINT dialer_driver" if nested else "BEGIN IMMEDIATE")
+        try:
+            yield cursor
+        except BaseException:
+            if nested:
+                cursor.execute("ROLLBACK TO dialer_driver")
+                cursor.execute("RELEASE dialer_driver")
+            else:
+                cursor.execute("ROLLBACK")
+            raise
+        else:
+            cursor.execute("RELEASE dialer_driver" if nested else "COMMIT")
+        finally:
+            cursor.close()
+
+    def timestamp(self, at: datetime) -> Any:
+        # As SQLAlchemy stores a DateTime on SQLite (UTC, dialer.store.models.UTCDateTime).
+        return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 _DRIVERS: dict[str, Driver] = {
