@@ -164,6 +164,18 @@ def _table_reads(conn: Any) -> dict[str, tuple[int, int]]:
     }
 
 
+def stop(bench: Bench, name: str, grace: float = 30.0) -> None:
+    """A warm shutdown, or a kill when the process does not stop within ``grace``."""
+    proc = bench.fleet.procs.pop(name)
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        log(f"{name} did not stop within {grace:g} s: killed")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def tick_alone(bench: Bench, repeat: int) -> list[dict[str, float]]:
     """``repeat`` ticks in this process with the workers and beat stopped: wall, CPU,
     statements, and the rows and PostgreSQL CPU they cost."""
@@ -175,7 +187,7 @@ def tick_alone(bench: Bench, repeat: int) -> list[dict[str, float]]:
     from dialer.worker import scheduling
 
     for name in ["beat", *bench.worker_names()]:
-        bench.fleet.kill(name, signal.SIGTERM)
+        stop(bench, name)
     time.sleep(2.0)  # their backends exit and flush their statistics
     counts = {"sql": 0}
 
