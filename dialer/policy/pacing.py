@@ -53,6 +53,13 @@ end
 return 1
 """
 
+# KEYS: the campaigns' share keys. ARGV: the TTL (s), then each key's rate.
+_SET_SHARES = """
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+end
+return #KEYS
+"""
 
 # Every rate is paced 1% under its setting. The carrier averages over a sliding window
 # (docs/carrier.md: 10 s); calls sent exactly at the limit can put one call too many in
@@ -138,6 +145,7 @@ class RedisBackend:
         self._client = client
         self._reserve = client.register_script(_RESERVE)
         self._hold = client.register_script(_HOLD)
+        self._set_shares = client.register_script(_SET_SHARES)
 
     def reserve(self, limits: list[Limit], max_wait: float) -> Reservation:
         keys = [lim.key for lim in limits] + [HOLD_KEY]
@@ -149,10 +157,12 @@ class RedisBackend:
         self._hold(keys=[HOLD_KEY], args=[until_epoch])
 
     def set_shares(self, shares: dict[int, float]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for cid, rate in shares.items():
-            pipe.set(f"dialer:pace:share:{cid}", repr(rate), ex=SHARE_TTL)
-        pipe.execute()
+        """Every share in one command: a pipeline of a SET each cost the tick 85 µs of
+        CPU per running campaign (redis-py encodes and parses each), most of a
+        1,000-campaign tick."""
+        if shares:
+            keys = [f"dialer:pace:share:{cid}" for cid in shares]
+            self._set_shares(keys=keys, args=[SHARE_TTL, *map(repr, shares.values())])
 
     def share(self, campaign_id: int) -> float | None:
         raw = self._client.get(f"dialer:pace:share:{campaign_id}")

@@ -113,6 +113,16 @@ def test_hold_stops_every_sender_until_it_lifts(backend) -> None:
     assert r.reserved and 0.7 < r.wait < 0.9
 
 
+def test_a_thousand_shares_are_set_at_once_each_with_its_ttl(backend) -> None:
+    shares = {cid: cid / 7 for cid in range(1, 1001)}
+    backend.set_shares(shares)
+    backend.set_shares({})  # nothing to set: no command
+    client = backend._client
+    assert [backend.share(cid) for cid in shares] == list(shares.values()), "exact, as repr"
+    ttls = {client.ttl(f"dialer:pace:share:{cid}") for cid in (1, 500, 1000)}
+    assert ttls <= set(range(1, pacing.SHARE_TTL + 1)), ttls
+
+
 def test_shares_expire_without_a_tick(backend) -> None:
     backend.set_shares({5: 2.5})
     assert backend.share(5) == 2.5 and backend.share(6) is None
