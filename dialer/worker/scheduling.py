@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from dialer import clock, logs, settings
+from dialer import clock, settings
 from dialer.policy import pacing
 from dialer.state import controls, runs, windows
 from dialer.state import release as releasing
@@ -31,28 +31,100 @@ MAX_RELEASE = 2000  # attempts queued per campaign, at most (an unpaced one: ~5 
 
 def release_running(now: datetime) -> None:
     """The tick: start the recurring runs that are due, share the account among the
-    campaigns with work to send, and release each running campaign's next moments."""
+    campaigns with work to send, and release each running campaign's next moments.
+
+    A handful of statements however many campaigns run: the campaigns with their work
+    and backlog are read at once (``releasing.running``), and released at once, in one
+    transaction (``_release_all``). Only a campaign that completes, or one with calling
+    hours, costs statements of its own.
+    """
     with db.session_scope() as session:
         # Recurring campaigns whose next occurrence has come start their next run.
         runs.start_due_runs(session, now)
     with db.session_scope() as session:
-        running = session.execute(
-            select(Campaign.id, Campaign.cps).where(Campaign.state == CampaignState.RUNNING)
-        ).all()
-        # Campaigns with work to send now share the account in proportion to --cps.
-        busy = {cid: cps for cid, cps in running if releasing.has_due_work(session, cid, now)}
+        campaigns = releasing.running(session, now)
+    # Campaigns with work to send now share the account in proportion to --cps.
+    busy = {c.id: c.cps for c in campaigns if c.has_work}
     shares = pacing.fair_shares(settings.get().account_cps, busy) if busy else {}
     if shares:
         clients.pacer().set_shares(shares)
-    for campaign_id, _ in running:
-        with logs.bound(campaign=campaign_id):
-            release(campaign_id, shares.get(campaign_id))
+    for c in campaigns:
+        if c.done:
+            _complete(c.id, now)
+    _release_all([c for c in campaigns if not c.done], shares, now)
+
+
+def _complete(campaign_id: int, now: datetime) -> None:
+    """A running campaign with no contact left to dial completes (once in its life: a
+    transaction of its own, the campaign row locked FOR UPDATE as every control does)."""
+    with db.session_scope() as session:
+        campaign = session.scalars(
+            select(Campaign).where(Campaign.id == campaign_id).with_for_update()
+        ).one_or_none()
+        if campaign is not None and controls.complete_if_done(session, campaign, now):
+            log.info("campaign %s completed", campaign_id, extra={"campaign": campaign_id})
+
+
+def _release_all(
+    campaigns: list[releasing.Running], shares: dict[int, float], now: datetime
+) -> dict[int, list[int]]:
+    """Release every campaign's next HORIZON seconds in one transaction: the campaigns
+    locked FOR SHARE (the lock order campaign -> contacts, as in ``release``), calling
+    windows applied to the ones with hours, then one release for all."""
+    s = settings.get()
+    plans = {c.id: _plan(s, shares.get(c.id), c) for c in campaigns}
+    wanted = {c.id for c in campaigns if c.due and plans[c.id][1] > 0}
+    windowed = {c.id for c in campaigns if c.windowed}
+    if not wanted and not windowed:
+        return {}
+    with db.session_scope() as session:
+        runs_of = releasing.lock_running(session, sorted(wanted | windowed))
+        if windowed & set(runs_of):
+            # Due contacts whose calling window is shut wait (in the table) for it to open.
+            for campaign in session.scalars(
+                select(Campaign).where(Campaign.id.in_(sorted(windowed & set(runs_of))))
+            ):
+                windows.defer_closed(session, campaign, now)
+        made = releasing.release_due_many(
+            session,
+            [(cid, runs_of[cid], plans[cid][1]) for cid in sorted(wanted) if cid in runs_of],
+            now,
+        )
+        if made:
+            db.after_commit(session, lambda: _publish(made, plans))
+    return made
+
+
+def _publish(made: dict[int, list[int]], plans: dict[int, tuple[float, int]]) -> None:
+    for campaign_id, ids in made.items():
+        clients.publish_dials(ids, size=batch_size(plans[campaign_id][0]))
+
+
+def _plan(
+    s: settings.Settings, share: float | None, c: releasing.Running, limit: int | None = None
+) -> tuple[float, int]:
+    """(the campaign's pace, how many attempts to release now): HORIZON seconds of work
+    at its share of the account (or its own --cps when no tick has set a share), less
+    what is queued or claimed, within its concurrency room; at most ``limit``."""
+    rate = min(s.account_cps, s.number_cps, share or c.cps or float("inf"))
+    # Queued attempts will be live calls soon: they take concurrency room too.
+    room = c.max_concurrent - c.live - c.queued if c.max_concurrent else None
+    # HORIZON seconds of work, capped before the backlog is counted, so an unpaced
+    # campaign holds at most MAX_RELEASE queued, never the whole campaign. Claimed
+    # attempts waiting in a thread for their slot are work not sent yet too: not
+    # counting them released a paced campaign's work faster than its pace, and the
+    # threads gave most of it back (each give-back a claim, an update, a message).
+    budget = pacing.release_budget(
+        min(rate, MAX_RELEASE / HORIZON), HORIZON, c.queued + c.claimed, room
+    )
+    return rate, budget if limit is None else min(budget, limit)
 
 
 def release(campaign_id: int, share: float | None = None, limit: int | None = None) -> list[int]:
-    """Hand the workers what this campaign can send in the next HORIZON seconds, at its
+    """Hand the workers what one campaign can send in the next HORIZON seconds, at its
     share of the account (or its own --cps when no tick has set a share); at most
-    ``limit`` (a command releasing the first calls at once, the tick the rest)."""
+    ``limit``. For a command releasing the first calls at once (``api.start``,
+    ``resume``, ``update``); the tick releases every campaign together."""
     s = settings.get()
     now = clock.now()
     with db.session_scope() as session:
@@ -69,20 +141,19 @@ def release(campaign_id: int, share: float | None = None, limit: int | None = No
             return []
         # Due contacts whose calling window is shut wait (in the table) for it to open.
         windows.defer_closed(session, campaign, now)
-        rate = min(s.account_cps, s.number_cps, share or campaign.cps or float("inf"))
         queued, claimed, live = releasing.backlog(session, campaign_id)
-        # Queued attempts will be live calls soon: they take concurrency room too.
-        room = campaign.max_concurrent - live - queued if campaign.max_concurrent else None
-        # HORIZON seconds of work, capped before the backlog is counted, so an unpaced
-        # campaign holds at most MAX_RELEASE queued, never the whole campaign. Claimed
-        # attempts waiting in a thread for their slot are work not sent yet too: not
-        # counting them released a paced campaign's work faster than its pace, and the
-        # threads gave most of it back (each give-back a claim, an update, a message).
-        budget = pacing.release_budget(
-            min(rate, MAX_RELEASE / HORIZON), HORIZON, queued + claimed, room
+        seen = releasing.Running(
+            id=campaign_id,
+            cps=campaign.cps,
+            max_concurrent=campaign.max_concurrent,
+            windowed=False,
+            due=True,
+            done=False,
+            queued=queued,
+            claimed=claimed,
+            live=live,
         )
-        if limit is not None:
-            budget = min(budget, limit)
+        rate, budget = _plan(s, share, seen, limit)
         ids = releasing.release_due(session, campaign, budget, now)
         if ids:
             size = batch_size(rate)

@@ -11,7 +11,8 @@ from datetime import timedelta
 
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
 
 from dialer import api, clock, settings
 from dialer.carrier import events
@@ -21,9 +22,9 @@ from dialer.policy import pacing
 from dialer.state import common
 from dialer.state import events as applying
 from dialer.store import db
-from dialer.store.models import Attempt, AttemptStatus, Contact
+from dialer.store.models import Attempt, AttemptStatus, Campaign, Contact
 from dialer.worker import clients, scheduling, sweep, tasks
-from tests.factories import apply_callback, attempt, campaign_with
+from tests.factories import apply_callback, attempt, campaign_with, queued
 
 
 def release_and_dial(campaign_id: int) -> list[int]:
@@ -199,6 +200,46 @@ def test_tick_shares_the_account_between_campaigns_by_cps(sim: Simulator, test_s
     assert clients.pacer().share(idle) is None
     queued = {cid: api.status(cid)["contacts"]["dialing"] for cid in (slow, fast)}
     assert queued == {slow: 10, fast: 30}, "each releases HORIZON seconds at its share"
+
+
+def statements_of_a_tick() -> int:
+    counted: list[str] = []
+
+    def count(conn, cursor, statement, *_) -> None:  # type: ignore[no-untyped-def]
+        counted.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        tasks.tick.run()
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    return len(counted)
+
+
+def test_a_tick_runs_as_many_statements_for_30_campaigns_as_for_3(sim: Simulator) -> None:
+    # Read at once, released at once: a statement per campaign per second was most of
+    # the tick's cost with 1,000 campaigns (benchmarks/many_campaigns.py).
+    first = [campaign_with([f"+1919700{i:02d}{n:02d}" for n in range(3)], cps=1) for i in range(3)]
+    three = statements_of_a_tick()
+    rest = [
+        campaign_with([f"+1919700{i:02d}{n:02d}" for n in range(3)], cps=1) for i in range(3, 30)
+    ]
+    thirty = statements_of_a_tick()  # the first three have their work queued: 27 release
+    assert thirty == three, f"{three} statements for 3 campaigns, {thirty} for 30"
+    assert {cid: len(queued(cid)) for cid in first + rest} == dict.fromkeys(first + rest, 2)
+
+
+def test_the_tick_skips_a_campaign_a_control_holds_and_releases_the_others(
+    sim: Simulator,
+) -> None:
+    held = campaign_with(["+19197100001", "+19197100002"], cps=1)
+    free = campaign_with(["+19197200001", "+19197200002"], cps=1)
+    with db.session_scope() as session:  # as pause, cancel and update hold it
+        session.scalars(select(Campaign).where(Campaign.id == held).with_for_update()).one()
+        tasks.tick.run()  # on another connection: it must not wait for this one
+        assert (len(queued(free)), len(queued(held))) == (2, 0)
+    tasks.tick.run()
+    assert len(queued(held)) == 2, "the next tick releases it"
 
 
 def test_max_concurrent_caps_calls_in_flight(sim: Simulator) -> None:
