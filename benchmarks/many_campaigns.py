@@ -66,7 +66,13 @@ from benchmarks.harness import (  # noqa: E402
     median,
     percentile,
 )
-from benchmarks.machine import cpu_seconds, describe, load_average  # noqa: E402
+from benchmarks.machine import (  # noqa: E402
+    CpuMeter,
+    cpu_seconds,
+    describe,
+    load_average,
+    system_cpu,
+)
 
 RUN_DB = "dialer_bench_many"
 TEMPLATE_DB = "dialer_bench_many_tpl"
@@ -283,9 +289,16 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(args.warmup)
 
         log(f"measuring {args.window:g} s")
+        roots = {n: bench.pid(n) for n in [*bench.worker_names(), "receiver", "simulator"]}
+        meter = CpuMeter(roots)
+        busy0, total0 = system_cpu()
+        meter.start()
         t0 = time.time()
         time.sleep(args.window)
         t1 = time.time()
+        _, fleet_cpu = meter.read()
+        busy1, total1 = system_cpu()
+        machine = (busy1 - busy0) / (t1 - t0), (total1 - total0) / (t1 - t0)
         with bench.engine.connect() as conn:
             pending = dict(
                 conn.execute(
@@ -296,6 +309,10 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 ).all()
             )
         calls = requests.get(bench.fleet.sim_url + "/_sim/calls", timeout=120).json()
+        if logs:  # every create, for a closer look at the pace
+            (logs / "calls.json").write_text(
+                json.dumps([[c["created_at"], json.loads(c["tag"])["campaign"]] for c in calls])
+            )
         ticks = fleet_ticks(trace, t0, t1)
         log("window over; one tick alone, workers and beat stopped")
         alone = tick_alone(bench, args.repeat)
@@ -328,6 +345,13 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
             for cid, w in weights.items()
         ],
         "total": total,
+        "cpu": {
+            "workers": sum(v for k, v in fleet_cpu.items() if k.startswith("w")) / window,
+            "receiver": fleet_cpu["receiver"] / window,
+            "simulator": fleet_cpu["simulator"] / window,
+            "machine busy": machine[0],
+            "machine cores": machine[1],
+        },
         "url": url,
     }
 
@@ -399,6 +423,12 @@ def fairness_rows(r: dict[str, Any], account_cps: float) -> list[str]:
         f"{out_of_contacts} campaign(s) ran out of due contacts before the window's end "
         "(left out below)"
     ]
+    cpu = r["cpu"]
+    lines.append(
+        f"  CPU over the window, in cores: workers {cpu['workers']:.2f}, receiver "
+        f"{cpu['receiver']:.2f}, simulator {cpu['simulator']:.2f}; the machine "
+        f"{cpu['machine busy']:.2f} of {cpu['machine cores']:.0f} busy (others' work included)"
+    )
     for label, key in (("fair share of the account", "expected"), ("of the calls made", "m")):
         ratios = [
             c["made"] / (c["expected"] if key == "expected" else c["expected_of_made"])
