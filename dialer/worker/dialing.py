@@ -126,7 +126,8 @@ def take_slot(
         number_cps=s.number_cps,
         from_number=order.from_number,
         campaign_id=order.campaign_id,
-        campaign_cps=shares[order.campaign_id] or order.campaign_cps,
+        campaign_cps=order.campaign_cps,
+        share=shares[order.campaign_id],
     )
     tolerance = max(LATE_SLOT, 0.5 / min(lim.rate for lim in limits))
     for _ in range(3):
