@@ -5,9 +5,11 @@ Each test commits (tasks own their transactions), so it takes ``clean_db``.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 import pytest
 import redis
@@ -240,6 +242,36 @@ def test_the_tick_skips_a_campaign_a_control_holds_and_releases_the_others(
         assert (len(queued(free)), len(queued(held))) == (2, 0)
     tasks.tick.run()
     assert len(queued(held)) == 2, "the next tick releases it"
+
+
+def dial_messages(test_settings) -> dict[int, datetime | None]:
+    """The dial messages in the broker: their first attempt id, and when each is due."""
+    out = {}
+    for raw in redis.Redis.from_url(test_settings.redis_url).lrange("dialer.dial", 0, -1):
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        eta = message["headers"].get("eta")
+        out[args[0][0]] = datetime.fromisoformat(eta) if eta else None
+    return out
+
+
+def test_a_small_share_is_released_for_its_slot_not_long_before(
+    sim: Simulator, test_settings
+) -> None:
+    # Two campaigns share 1 call/s: a slot every 2 s each. The tick releases work for
+    # the slots of the next two seconds only, and it comes to a worker just before.
+    settings.override(dataclasses.replace(settings.get(), account_cps=1.0))
+    cids = [campaign_with([f"+191981{c}{i:04d}" for i in range(5)], cps=5) for c in (0, 1)]
+    pace = redis.Redis.from_url(test_settings.redis_url)
+    pace.set(pacing.campaign_key(cids[0]), time.time() + 5.0)  # its next slot: in 5 s
+    pace.set(pacing.campaign_key(cids[1]), time.time() + 1.5)  # in 1.5 s
+    tasks.tick.run()
+    assert queued(cids[0]) == [], "a slot 5 s away is not released yet"
+    [aid] = queued(cids[1])
+    due = dial_messages(test_settings)[aid]
+    assert due is not None
+    lead = (due - clock.now()).total_seconds()
+    assert 1.0 < lead < 1.5, f"delivered {lead:.2f} s from now, for a slot in 1.5 s"
 
 
 def test_max_concurrent_caps_calls_in_flight(sim: Simulator) -> None:
