@@ -244,14 +244,16 @@ def test_the_tick_skips_a_campaign_a_control_holds_and_releases_the_others(
     assert len(queued(held)) == 2, "the next tick releases it"
 
 
-def dial_messages(test_settings) -> dict[int, datetime | None]:
-    """The dial messages in the broker: their first attempt id, and when each is due."""
-    out = {}
-    for raw in redis.Redis.from_url(test_settings.redis_url).lrange("dialer.dial", 0, -1):
+def dial_messages(test_settings) -> list[tuple[list[int], datetime | None]]:
+    """The dial messages in the broker, oldest first: their attempt ids, and when each
+    is due (None: at once)."""
+    out = []
+    raws = redis.Redis.from_url(test_settings.redis_url).lrange("dialer.dial", 0, -1)
+    for raw in reversed(raws):  # kombu pushes to the head
         message = json.loads(raw)
         args = json.loads(base64.b64decode(message["body"]))[0]
         eta = message["headers"].get("eta")
-        out[args[0][0]] = datetime.fromisoformat(eta) if eta else None
+        out.append((args[0], datetime.fromisoformat(eta) if eta else None))
     return out
 
 
@@ -268,10 +270,45 @@ def test_a_small_share_is_released_for_its_slot_not_long_before(
     tasks.tick.run()
     assert queued(cids[0]) == [], "a slot 5 s away is not released yet"
     [aid] = queued(cids[1])
-    due = dial_messages(test_settings)[aid]
-    assert due is not None
+    [(ids, due)] = dial_messages(test_settings)
+    assert ids == [aid] and due is not None
     lead = (due - clock.now()).total_seconds()
     assert 1.0 < lead < 1.5, f"delivered {lead:.2f} s from now, for a slot in 1.5 s"
+
+
+def test_the_tick_sends_many_small_shares_in_batches_by_slot(sim: Simulator, test_settings) -> None:
+    # 30 campaigns share 3 calls/s: each releases its next call, and the calls go in
+    # messages of a second's worth of the account's slots, not a message each.
+    settings.override(dataclasses.replace(settings.get(), account_cps=3.0))
+    cids = [campaign_with([f"+19198{c:02d}{i:04d}" for i in range(2)], cps=1) for c in range(30)]
+    tasks.tick.run()
+    messages = dial_messages(test_settings)
+    assert sorted(aid for ids, _ in messages for aid in ids) == sorted(
+        aid for cid in cids for aid in queued(cid)
+    )
+    assert [len(ids) for ids, _ in messages] == [3] * 10, "3 slots a second"
+    assert messages[0][1] is None, "the first second's calls go at once"
+    leads = [(due - clock.now()).total_seconds() for _, due in messages[1:] if due]
+    assert len(leads) == 9 and leads == sorted(leads) and 8.0 < leads[-1] < 9.5
+
+
+def test_a_batch_gives_back_only_the_campaigns_whose_slot_is_far(
+    sim: Simulator, test_settings
+) -> None:
+    later = campaign_with(["+19198500001", "+19198500002"], cps=1)
+    now = campaign_with(["+19198600001"], cps=1)
+    redis.Redis.from_url(test_settings.redis_url).set(
+        pacing.campaign_key(later), time.time() + 5.0
+    )  # its next slot, at its own --cps: in 5 s
+    ids = scheduling.release(later) + scheduling.release(now)
+    redis.Redis.from_url(test_settings.redis_url).delete("dialer.dial")
+    tasks.dial_batch.run(ids)
+    assert attempt(ids[-1]).status == AttemptStatus.CREATED, "the other campaign's call went"
+    assert [attempt(a).status for a in ids[:-1]] == ["queued", "queued"]
+    assert [attempt(a).sends for a in ids[:-1]] == [0, 0], "given back: not a send"
+    [(back, due)] = dial_messages(test_settings)
+    assert back == ids[:-1] and due is not None
+    assert 3.5 < (due - clock.now()).total_seconds() < 5.0, "it comes back near its slot"
 
 
 def test_max_concurrent_caps_calls_in_flight(sim: Simulator) -> None:
