@@ -234,6 +234,17 @@ def tick_alone(bench: Bench, repeat: int) -> list[dict[str, float]]:
     return out
 
 
+def profile(bench: Bench, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy on worker w0 over the window (``--profile``): where its CPU goes."""
+    out.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "py-spy", "record", "--pid", str(bench.pid("w0")), "--duration", str(int(seconds)),
+        "--rate", "100", "--format", "raw", "--nonblocking", "--gil", "-o", str(out / "w0.txt"),
+    ]  # fmt: skip
+    with (out / "w0.err").open("w") as err:
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+
+
 def fleet_ticks(trace: Path, since: float, until: float) -> list[dict[str, float]]:
     ticks = []
     for path in trace.parent.glob(trace.name + ".*.jsonl"):
@@ -294,8 +305,11 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         busy0, total0 = system_cpu()
         meter.start()
         t0 = time.time()
+        spy = profile(bench, args.profile / f"n{n}", args.window) if args.profile else None
         time.sleep(args.window)
         t1 = time.time()
+        if spy is not None:
+            spy.wait(timeout=args.window + 60)
         _, fleet_cpu = meter.read()
         busy1, total1 = system_cpu()
         machine = (busy1 - busy0) / (t1 - t0), (total1 - total0) / (t1 - t0)
@@ -476,6 +490,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3, help="ticks measured alone")
     p.add_argument("--rebuild", action="store_true", help="create the template again")
     p.add_argument("--keep-logs", type=Path, metavar="DIR")
+    p.add_argument("--profile", type=Path, metavar="DIR", help="py-spy worker w0 into DIR")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child: one size
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -495,8 +510,9 @@ def main() -> int:
             for flag in ("contacts", "account_cps", "workers", "warmup", "window", "repeat"):
                 argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             argv += ["--weights", *map(str, args.weights)]
-            if args.keep_logs:
-                argv += ["--keep-logs", str(args.keep_logs)]
+            for flag in ("keep_logs", "profile"):
+                if getattr(args, flag):
+                    argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             log(f"--- {n} running campaigns (load average {load_average()})")
             subprocess.run(argv, check=True)
             results.append(json.loads(out.read_text()))
