@@ -245,6 +245,19 @@ def profile(bench: Bench, out: Path, seconds: float) -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
 
 
+def fleet_counts(bench: Bench) -> dict[str, float]:
+    """The fleet's own counters (dialer.metrics, in Redis): calls created, and the waits
+    for slots (pace-sleep: a thread slept for it; pace-requeue: given back for later)."""
+    import redis
+
+    from dialer import metrics
+
+    store = metrics.read_store(redis.Redis.from_url(bench.redis.url))
+    return {
+        " ".join([name, *(v for _, v in labels)]): value for (name, labels), value in store.items()
+    }
+
+
 def fleet_ticks(trace: Path, since: float, until: float) -> list[dict[str, float]]:
     ticks = []
     for path in trace.parent.glob(trace.name + ".*.jsonl"):
@@ -303,6 +316,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         roots = {n: bench.pid(n) for n in [*bench.worker_names(), "receiver", "simulator"]}
         meter = CpuMeter(roots)
         busy0, total0 = system_cpu()
+        counts0 = fleet_counts(bench)
         meter.start()
         t0 = time.time()
         spy = profile(bench, args.profile / f"n{n}", args.window) if args.profile else None
@@ -311,6 +325,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         if spy is not None:
             spy.wait(timeout=args.window + 60)
         _, fleet_cpu = meter.read()
+        counts = {k: v - counts0.get(k, 0.0) for k, v in fleet_counts(bench).items()}
         busy1, total1 = system_cpu()
         machine = (busy1 - busy0) / (t1 - t0), (total1 - total0) / (t1 - t0)
         with bench.engine.connect() as conn:
@@ -359,6 +374,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
             for cid, w in weights.items()
         ],
         "total": total,
+        "counts": counts,
         "cpu": {
             "workers": sum(v for k, v in fleet_cpu.items() if k.startswith("w")) / window,
             "receiver": fleet_cpu["receiver"] / window,
@@ -442,6 +458,14 @@ def fairness_rows(r: dict[str, Any], account_cps: float) -> list[str]:
         f"  CPU over the window, in cores: workers {cpu['workers']:.2f}, receiver "
         f"{cpu['receiver']:.2f}, simulator {cpu['simulator']:.2f}; the machine "
         f"{cpu['machine busy']:.2f} of {cpu['machine cores']:.0f} busy (others' work included)"
+    )
+    counts, made = r.get("counts", {}), max(1, r["total"])
+    sleeps = counts.get("dialer_rate_limit_waits_total pace-sleep", 0)
+    slept = counts.get("dialer_rate_limit_wait_seconds_total pace-sleep", 0)
+    requeues = counts.get("dialer_rate_limit_waits_total pace-requeue", 0)
+    lines.append(
+        f"  per call created: {requeues / made:.2f} given back for a later slot, "
+        f"{sleeps / made:.2f} slept for one ({1000 * slept / max(1, sleeps):.0f} ms each)"
     )
     for label, key in (("fair share of the account", "expected"), ("of the calls made", "m")):
         ratios = [
