@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,6 +69,12 @@ end
 return 1
 """
 
+# KEYS[1]: a lock. ARGV[1]: the holder's token. Deletes the lock only if still theirs.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # KEYS: the campaigns' share keys. ARGV: the TTL (s), then each key's rate.
 _SET_SHARES = """
 for i = 1, #KEYS do
@@ -111,7 +118,10 @@ class Backend(Protocol):
     def hold(self, until_epoch: float) -> None: ...
     def set_shares(self, shares: dict[int, float]) -> None: ...
     def share(self, campaign_id: int) -> float | None: ...
+    def shares(self, campaign_ids: list[int]) -> dict[int, float | None]: ...
     def waits(self, campaign_ids: list[int]) -> dict[int, float]: ...
+    def try_lock(self, name: str, seconds: float) -> str | None: ...
+    def unlock(self, name: str, token: str) -> None: ...
 
 
 def limits_for(
@@ -185,6 +195,7 @@ class RedisBackend:
         self._hold = client.register_script(_HOLD)
         self._set_shares = client.register_script(_SET_SHARES)
         self._waits = client.register_script(_WAITS)
+        self._unlock = client.register_script(_UNLOCK)
 
     def reserve(self, limits: list[Limit], max_wait: float) -> Reservation:
         keys = [lim.key for lim in limits] + [HOLD_KEY]
@@ -207,6 +218,16 @@ class RedisBackend:
         raw = self._client.get(f"dialer:pace:share:{campaign_id}")
         return float(raw) if raw is not None else None
 
+    def shares(self, campaign_ids: list[int]) -> dict[int, float | None]:
+        """``share`` of each, in one round trip (a batch may hold many campaigns' calls)."""
+        if not campaign_ids:
+            return {}
+        raws = self._client.mget([f"dialer:pace:share:{cid}" for cid in campaign_ids])
+        return {
+            cid: float(raw) if raw is not None else None
+            for cid, raw in zip(campaign_ids, raws, strict=True)
+        }
+
     def waits(self, campaign_ids: list[int]) -> dict[int, float]:
         """Seconds until each campaign's next slot (its own pace, the account's, a hold)
         is free: one call for every campaign of a tick."""
@@ -215,6 +236,15 @@ class RedisBackend:
         keys = [HOLD_KEY, ACCOUNT_KEY, *map(campaign_key, campaign_ids)]
         account, *each = (float(w) for w in self._waits(keys=keys))
         return {cid: max(account, w) for cid, w in zip(campaign_ids, each, strict=True)}
+
+    def try_lock(self, name: str, seconds: float) -> str | None:
+        """A lock nobody holds, for ``seconds`` at most: its token, or None."""
+        token = uuid.uuid4().hex
+        taken = self._client.set(f"dialer:lock:{name}", token, nx=True, px=int(seconds * 1000))
+        return token if taken else None
+
+    def unlock(self, name: str, token: str) -> None:
+        self._unlock(keys=[f"dialer:lock:{name}"], args=[token])
 
 
 HOLD_KEY = "dialer:pace:hold"
@@ -229,6 +259,7 @@ class LocalBackend:
         self._tat: dict[str, float] = {}
         self._hold_until = 0.0
         self._shares: dict[int, tuple[float, float]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
 
     def reserve(self, limits: list[Limit], max_wait: float) -> Reservation:
         with self._lock:
@@ -256,6 +287,9 @@ class LocalBackend:
             rate, expires = self._shares.get(campaign_id, (None, 0.0))
             return rate if expires > time.time() else None
 
+    def shares(self, campaign_ids: list[int]) -> dict[int, float | None]:
+        return {cid: self.share(cid) for cid in campaign_ids}
+
     def waits(self, campaign_ids: list[int]) -> dict[int, float]:
         with self._lock:
             now = time.time()
@@ -263,6 +297,20 @@ class LocalBackend:
             return {
                 cid: max(base, self._tat.get(campaign_key(cid), 0.0)) - now for cid in campaign_ids
             }
+
+    def try_lock(self, name: str, seconds: float) -> str | None:
+        with self._lock:
+            now = time.time()
+            if self._locks.get(name, ("", 0.0))[1] > now:
+                return None
+            token = uuid.uuid4().hex
+            self._locks[name] = (token, now + seconds)
+            return token
+
+    def unlock(self, name: str, token: str) -> None:
+        with self._lock:
+            if self._locks.get(name, ("", 0.0))[0] == token:
+                del self._locks[name]
 
 
 def release_budget(

@@ -52,7 +52,9 @@ def dial_batch(attempt_ids: list[int]) -> None:
     for attempt_id, not_before in claimed.later:
         clients.publish_dial(attempt_id, (not_before - now).total_seconds())
     created: list[tuple[sending.SendOrder, str]] = []
-    shares: dict[int, float | None] = {}
+    # The campaigns' shares of the account, read once for the batch (the tick renews
+    # them every second).
+    shares = clients.pacer().shares(sorted({o.campaign_id for o in claimed.orders}))
     # Per campaign, what goes back unsent and when to come back: a batch may hold
     # several campaigns' next calls in slot order (the tick's, dialer.worker.scheduling).
     back: dict[int, tuple[list[int], float]] = {}

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 HORIZON = 2.0  # seconds of work a tick hands out at the campaign's pace
 MAX_RELEASE = 2000  # attempts queued per campaign, at most (an unpaced one: ~5 s of work)
 SLOT_LEAD = 0.05  # seconds before its slot a dial released ahead of it is delivered
+TICK_LOCK = 30.0  # seconds a tick holds the fleet's tick lock at most
 
 
 def release_running(now: datetime) -> None:
@@ -39,7 +40,25 @@ def release_running(now: datetime) -> None:
     and backlog are read at once (``releasing.running``), and released at once, in one
     transaction (``_release_all``). Only a campaign that completes, or one with calling
     hours, costs statements of its own.
+
+    One tick at a time in the fleet: a tick that finds another running (a busy one
+    takes over a second; two beats) leaves the work to it. Overlapping ticks both read
+    a campaign's backlog before either released, and released its next call twice;
+    with small shares the second waited seconds for its slot and was given back. The
+    lock is a lease (TICK_LOCK seconds): a tick lost with its worker holds no one up
+    for longer, and a tick that never runs is harmless, as ever.
     """
+    pacer = clients.pacer()
+    token = pacer.try_lock("tick", TICK_LOCK)
+    if token is None:
+        return
+    try:
+        _tick(now)
+    finally:
+        pacer.unlock("tick", token)
+
+
+def _tick(now: datetime) -> None:
     with db.session_scope() as session:
         # Recurring campaigns whose next occurrence has come start their next run.
         runs.start_due_runs(session, now)

@@ -184,6 +184,28 @@ def test_waits_say_when_each_campaigns_next_slot_is_free(backend, backend_kind) 
     assert b.waits([2])[2] == pytest.approx(0.5, abs=0.05), "a hold holds everyone"
 
 
+@pytest.mark.parametrize("backend_kind", ["redis", "local"])
+def test_a_lock_has_one_holder_until_unlocked_or_expired(backend, backend_kind) -> None:
+    b = backend if backend_kind == "redis" else pacing.LocalBackend()
+    token = b.try_lock("t", 0.3)
+    assert token is not None and b.try_lock("t", 0.3) is None
+    b.unlock("t", "another holder's token")
+    assert b.try_lock("t", 0.3) is None, "only its holder unlocks it"
+    b.unlock("t", token)
+    assert (again := b.try_lock("t", 0.3)) is not None
+    time.sleep(0.4)  # its holder was lost: the lease runs out
+    assert b.try_lock("t", 0.3) is not None
+    b.unlock("t", again)  # too late: harmless
+
+
+@pytest.mark.parametrize("backend_kind", ["redis", "local"])
+def test_shares_of_many_campaigns_in_one_read(backend, backend_kind) -> None:
+    b = backend if backend_kind == "redis" else pacing.LocalBackend()
+    b.set_shares({1: 0.5, 3: 2.0})
+    assert b.shares([1, 2, 3]) == {1: 0.5, 2: None, 3: 2.0}
+    assert b.shares([]) == {}
+
+
 def test_shares_expire_without_a_tick(backend) -> None:
     backend.set_shares({5: 2.5})
     assert backend.share(5) == 2.5 and backend.share(6) is None

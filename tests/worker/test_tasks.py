@@ -231,6 +231,17 @@ def test_a_tick_runs_as_many_statements_for_30_campaigns_as_for_3(sim: Simulator
     assert {cid: len(queued(cid)) for cid in first + rest} == dict.fromkeys(first + rest, 2)
 
 
+def test_a_tick_leaves_the_work_to_a_tick_already_running(sim: Simulator) -> None:
+    cid = campaign_with(["+19197300001", "+19197300002"], cps=1)
+    token = clients.pacer().try_lock("tick", 5.0)  # another worker's tick, running
+    assert token is not None
+    tasks.tick.run()
+    assert queued(cid) == [], "the running tick releases it: not twice"
+    clients.pacer().unlock("tick", token)
+    tasks.tick.run()
+    assert len(queued(cid)) == 2
+
+
 def test_the_tick_skips_a_campaign_a_control_holds_and_releases_the_others(
     sim: Simulator,
 ) -> None:
