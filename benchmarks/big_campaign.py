@@ -187,11 +187,11 @@ def redis_commands(url: str) -> dict[str, int]:
 def ticks(prefix: Path, since: float, until: float) -> list[tuple[float, float]]:
     """(wall, CPU) seconds of every tick that started in [since, until)."""
     out = []
-    for path in prefix.parent.glob(prefix.name + ".*"):
+    for path in prefix.parent.glob(prefix.name + ".*.jsonl"):
         for line in path.read_text().splitlines():
-            start, wall, cpu = (float(v) for v in line.split())
-            if since <= start < until:
-                out.append((wall, cpu))
+            tick = json.loads(line)
+            if since <= tick["at"] < until:
+                out.append((tick["wall"], tick["cpu"]))
     return out
 
 

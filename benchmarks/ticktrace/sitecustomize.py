@@ -1,36 +1,77 @@
-"""Records every ``dialer.tick`` a Celery worker runs: start, wall and CPU seconds.
+"""Measures every ``dialer.tick`` a Celery worker runs: wall time, the thread's CPU, and
+the SQL statements, transactions, Redis round trips and messages published in it.
 
-Only for ``big_campaign.py`` (and ``many_campaigns.py``): the benchmark puts this
-directory on the fleet's PYTHONPATH and sets ``DIALER_TICK_TRACE`` to a path prefix;
-each worker process appends ``start wall cpu`` lines to ``PREFIX.<pid>``, one per tick,
-as it finishes. Nothing in the dialer changes: these are Celery's own task signals, and
-only worker processes connect them (a CLI command pays nothing).
+Only for ``many_campaigns.py`` and ``big_campaign.py``: the benchmark puts this directory on the fleet's
+PYTHONPATH and sets ``DIALER_TICK_TRACE`` to a path prefix; each worker process appends
+one JSON line per tick to ``PREFIX.<pid>.jsonl``. Nothing in the dialer changes: the
+hooks are Celery's task signals, SQLAlchemy's class-level events and a wrapper around
+redis-py's one send per round trip, counted per thread so a tick's figures hold only
+the tick's own work, whatever the worker's other threads do meanwhile.
 """
 
 import os
 import sys
 
-if os.environ.get("DIALER_TICK_TRACE") and "worker" in sys.argv:
+if os.environ.get("DIALER_TICK_TRACE") and "worker" in sys.orig_argv and "celery" in sys.orig_argv:
+    import json
     import threading
     import time
 
-    from celery import signals
+    import redis.connection
+    from celery.signals import before_task_publish, task_postrun, task_prerun
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
 
-    _started: dict[str, tuple[float, float, float]] = {}
-    _lock = threading.Lock()
+    _local = threading.local()
+    _write_lock = threading.Lock()
+    _path = f"{os.environ['DIALER_TICK_TRACE']}.{os.getpid()}.jsonl"
 
-    @signals.task_prerun.connect
-    def _prerun(task_id=None, task=None, **_):  # type: ignore[no-untyped-def]
+    def _bump(key: str, n: int = 1) -> None:
+        counts = getattr(_local, "counts", None)
+        if counts is not None:
+            counts[key] = counts.get(key, 0) + n
+
+    @task_prerun.connect
+    def _start(task=None, **_):  # type: ignore[no-untyped-def]
         if task is not None and task.name == "dialer.tick":
-            _started[task_id] = (time.time(), time.perf_counter(), time.thread_time())
+            _local.counts = {}
+            _local.started = (time.time(), time.perf_counter(), time.thread_time())
 
-    @signals.task_postrun.connect
-    def _postrun(task_id=None, task=None, **_):  # type: ignore[no-untyped-def]
-        begun = _started.pop(task_id, None)
-        if begun is None:
+    @task_postrun.connect
+    def _end(task=None, **_):  # type: ignore[no-untyped-def]
+        if task is None or task.name != "dialer.tick" or getattr(_local, "counts", None) is None:
             return
-        wall = time.perf_counter() - begun[1]
-        cpu = time.thread_time() - begun[2]
-        line = f"{begun[0]:.6f} {wall:.6f} {cpu:.6f}\n"
-        with _lock, open(f"{os.environ['DIALER_TICK_TRACE']}.{os.getpid()}", "a") as f:
-            f.write(line)
+        at, wall0, cpu0 = _local.started
+        record = {
+            "at": at,
+            "wall": time.perf_counter() - wall0,
+            "cpu": time.thread_time() - cpu0,
+            **_local.counts,
+        }
+        _local.counts = None
+        with _write_lock, open(_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def _statement(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        _bump("sql")
+
+    @event.listens_for(Engine, "after_cursor_execute")
+    def _rows(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        _bump("rows", max(0, cursor.rowcount or 0))
+
+    @event.listens_for(Engine, "commit")
+    def _commit(conn):  # type: ignore[no-untyped-def]
+        _bump("commits")
+
+    @before_task_publish.connect
+    def _published(**_):  # type: ignore[no-untyped-def]
+        _bump("published")
+
+    _send = redis.connection.Connection.send_packed_command
+
+    def _counted_send(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        _bump("redis")
+        return _send(self, command, check_health)
+
+    redis.connection.Connection.send_packed_command = _counted_send  # type: ignore[method-assign]

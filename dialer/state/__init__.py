@@ -26,7 +26,7 @@ One module per family of transitions; the callers import the one that owns the f
 (``from dialer.state import release`` then ``release.release_due(...)``):
 
     tags         the tag a call carries (build_tag)
-    release      due pending contacts -> queued attempts; has_due_work, backlog
+    release      due pending contacts -> queued attempts; running campaigns, backlogs
     send         claim queued attempts; record created / not sent / refused / ambiguous / stop
     withdraw     queued attempts withdrawn before sending (pause, cancel, a rule that forbids)
     suppression  the do-not-call lists (is_listed, suppress_listed)

@@ -23,6 +23,7 @@ from dialer.state.common import (
     Row,
     adopt,
     campaign_of,
+    campaigns_of,
     count_finished,
     is_current,
     lock,
@@ -131,7 +132,7 @@ def apply_events(
     # As the rows are now, kept current as events adopt calls: a later event of the
     # batch finds its attempt by a call id an earlier one recorded, as it would alone.
     by_call = {a.call_id: a for a in rows.values() if a.call_id is not None}
-    campaigns: dict[int, Campaign | None] = {}
+    campaigns = campaigns_of(session, {a.campaign_id for a in rows.values()})
     stored: list[dict[str, object]] = []
     dispositions: list[str | None] = []
     for event, received_at in zip(events, received_ats, strict=True):

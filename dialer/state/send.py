@@ -85,9 +85,12 @@ def claim_batch(
     """
     if not attempt_ids:
         return Claimed([], [])
-    states = dict(
-        session.execute(
-            select(Campaign.id, Campaign.state)
+    # Every campaign of the batch in one statement (a batch may hold many campaigns'
+    # calls: dialer.worker.scheduling), read whole for the rules checked below.
+    campaigns = {
+        c.id: c
+        for c in session.scalars(
+            select(Campaign)
             .where(
                 Campaign.id.in_(
                     select(Attempt.campaign_id).where(Attempt.id.in_(attempt_ids)).distinct()
@@ -95,8 +98,9 @@ def claim_batch(
             )
             .order_by(Campaign.id)
             .with_for_update(read=True, of=Campaign)
-        ).all()
-    )
+        )
+    }
+    states = {cid: c.state for cid, c in campaigns.items()}
     rows = session.execute(
         select(
             Attempt.id,
@@ -117,7 +121,6 @@ def claim_batch(
     rows = [r for r in rows if states.get(r[2]) == CampaignState.RUNNING]
     if not rows:
         return Claimed([], [])
-    campaigns = {cid: session.get(Campaign, cid) for cid in {r[2] for r in rows}}
     # The lists that apply, named: each is an index of its own (a partial unique index
     # for the global list, (campaign_id, e164) for campaigns'), so the look-up is a probe
     # per number. By e164 alone it read the whole do-not-call table every batch.

@@ -52,10 +52,21 @@ def dial_batch(attempt_ids: list[int]) -> None:
     for attempt_id, not_before in claimed.later:
         clients.publish_dial(attempt_id, (not_before - now).total_seconds())
     created: list[tuple[sending.SendOrder, str]] = []
-    shares: dict[int, float | None] = {}
+    # The campaigns' shares of the account, read once for the batch (the tick renews
+    # them every second).
+    shares = clients.pacer().shares(sorted({o.campaign_id for o in claimed.orders}))
+    # Per campaign, what goes back unsent and when to come back: a batch may hold
+    # several campaigns' next calls in slot order (the tick's, dialer.worker.scheduling).
+    back: dict[int, tuple[list[int], float]] = {}
+    # In the order published: slot order.
+    position = {aid: i for i, aid in enumerate(attempt_ids)}
+    orders = sorted(claimed.orders, key=lambda o: position.get(o.attempt_id, 0))
     recorded_at = time.monotonic()
     try:
-        for i, order in enumerate(claimed.orders):
+        for order in orders:
+            if order.campaign_id in back:  # its campaign's earlier call was not due yet
+                back[order.campaign_id][0].append(order.attempt_id)
+                continue
             if created and time.monotonic() - recorded_at > RECORD_EVERY:
                 # A paced batch takes up to MAX_WAIT: its calls are recorded as it
                 # goes, not all at the end (their callbacks come first otherwise, and
@@ -69,13 +80,15 @@ def dial_batch(attempt_ids: list[int]) -> None:
                 # between slot and request: sends stay as evenly spaced as the slots.
                 wait = take_slot(order, shares)
                 if wait is not None:
-                    # Not our turn within MAX_WAIT: give the rest back and come back
-                    # near the slot instead of holding a thread asleep.
-                    _give_back([o.attempt_id for o in claimed.orders[i:]], wait)
-                    break
+                    # Not its turn within MAX_WAIT: this and its campaign's later calls
+                    # go back, to come near the slot, rather than hold a thread asleep.
+                    back[order.campaign_id] = ([order.attempt_id], wait)
+                    continue
                 call_id = send(order, record=False)
                 if call_id is not None:
                     created.append((order, call_id))
+        for ids, wait in back.values():
+            _give_back(ids, wait)
     finally:
         _record_created(created)
 
@@ -126,7 +139,8 @@ def take_slot(
         number_cps=s.number_cps,
         from_number=order.from_number,
         campaign_id=order.campaign_id,
-        campaign_cps=shares[order.campaign_id] or order.campaign_cps,
+        campaign_cps=order.campaign_cps,
+        share=shares[order.campaign_id],
     )
     tolerance = max(LATE_SLOT, 0.5 / min(lim.rate for lim in limits))
     for _ in range(3):

@@ -56,6 +56,32 @@ def test_release_budget_counts_backlog_and_concurrency() -> None:
     assert pacing.release_budget(5, 2.0, backlog=20, room=-2) == 0
 
 
+def test_release_budget_counts_the_slots_from_the_next_free_one() -> None:
+    assert pacing.release_budget(5, 2.0, backlog=0, room=None, wait=1.0) == 5
+    # A small share: its next slot 1.5 s away is released now; one 2 s away or more is not.
+    assert pacing.release_budget(0.1, 2.0, backlog=0, room=None, wait=1.5) == 1
+    assert pacing.release_budget(0.1, 2.0, backlog=0, room=None, wait=2.0) == 0
+    assert pacing.release_budget(0.1, 2.0, backlog=0, room=None, wait=9.0) == 0
+    assert pacing.release_budget(0.1, 2.0, backlog=1, room=None, wait=0.0) == 0
+
+
+def test_only_a_share_of_the_account_lets_a_late_call_keep_its_place() -> None:
+    def limits(cps: float | None, share: float | None) -> list[pacing.Limit]:
+        return pacing.limits_for(
+            account_cps=10, number_cps=10, from_number="+1", campaign_id=3,
+            campaign_cps=cps, share=share,
+        )  # fmt: skip
+
+    account, number, campaign = limits(2, 0.5)
+    assert account.credit == number.credit == 0, "the carrier's limits stay strict"
+    assert campaign.rate == pytest.approx(0.495), "the share sets the campaign's pace"
+    assert campaign.credit == pytest.approx(pacing.CAMPAIGN_CREDIT / campaign.rate)
+    assert limits(None, 0.5)[2].credit > 0, "no --cps: a split of the account too"
+    assert limits(2, 2)[2].credit == 0, "capped at its own --cps: held to it strictly"
+    assert limits(2, None)[2].credit == 0, "no share set: its own --cps, strictly"
+    assert len(limits(None, None)) == 2
+
+
 @pytest.fixture
 def backend(redis_server: RedisServer) -> pacing.RedisBackend:
     client = redis.Redis.from_url(redis_server.url)
@@ -111,6 +137,73 @@ def test_hold_stops_every_sender_until_it_lifts(backend) -> None:
     backend.hold(time.time() + 0.8)
     r = backend.reserve([pacing.Limit("dialer:pace:t:h", 100.0)], max_wait=5.0)
     assert r.reserved and 0.7 < r.wait < 0.9
+
+
+def test_a_thousand_shares_are_set_at_once_each_with_its_ttl(backend) -> None:
+    shares = {cid: cid / 7 for cid in range(1, 1001)}
+    backend.set_shares(shares)
+    backend.set_shares({})  # nothing to set: no command
+    client = backend._client
+    assert [backend.share(cid) for cid in shares] == list(shares.values()), "exact, as repr"
+    ttls = {client.ttl(f"dialer:pace:share:{cid}") for cid in (1, 500, 1000)}
+    assert ttls <= set(range(1, pacing.SHARE_TTL + 1)), ttls
+
+
+@pytest.mark.parametrize("backend_kind", ["redis", "local"])
+def test_a_late_slot_keeps_its_place_within_the_keys_credit(backend, backend_kind) -> None:
+    b = backend if backend_kind == "redis" else pacing.LocalBackend()
+    kept = [pacing.Limit("dialer:pace:t:kept", 1.0, credit=0.5)]
+    strict = [pacing.Limit("dialer:pace:t:strict", 1.0)]
+    for limits in (kept, strict):
+        assert b.reserve(limits, max_wait=5.0).wait == 0
+    time.sleep(1.3)  # the second calls come 0.3 s after their slots
+    for limits in (kept, strict):
+        assert b.reserve(limits, max_wait=5.0).wait == 0
+    # The strict schedule goes on from the late call; the kept one gives the lateness
+    # back, up to half an interval: no two calls closer than that.
+    assert b.reserve(kept, max_wait=5.0).wait == pytest.approx(0.5, abs=0.08)
+    assert b.reserve(strict, max_wait=5.0).wait == pytest.approx(1.0, abs=0.08)
+    fresh = [pacing.Limit("dialer:pace:t:fresh", 1.0, credit=0.5)]
+    assert b.reserve(fresh, max_wait=5.0).wait == 0
+    assert b.reserve(fresh, max_wait=5.0).wait == pytest.approx(0.5, abs=0.08)
+    assert b.reserve(fresh, max_wait=5.0).wait == pytest.approx(1.5, abs=0.08)
+
+
+@pytest.mark.parametrize("backend_kind", ["redis", "local"])
+def test_waits_say_when_each_campaigns_next_slot_is_free(backend, backend_kind) -> None:
+    b = backend if backend_kind == "redis" else pacing.LocalBackend()
+    assert b.waits([]) == {}
+    slow = pacing.limits_for(
+        account_cps=100, number_cps=100, from_number="+1", campaign_id=1, campaign_cps=0.5
+    )  # its own --cps: a strict pace
+    assert b.reserve(slow, max_wait=1.0).reserved
+    waits = b.waits([1, 2])
+    assert waits[1] == pytest.approx(2 / pacing.PACE_MARGIN, abs=0.05), "its own pace"
+    assert waits[2] == pytest.approx(1 / 99, abs=0.02), "the account's next slot"
+    b.hold(time.time() + 0.5)
+    assert b.waits([2])[2] == pytest.approx(0.5, abs=0.05), "a hold holds everyone"
+
+
+@pytest.mark.parametrize("backend_kind", ["redis", "local"])
+def test_a_lock_has_one_holder_until_unlocked_or_expired(backend, backend_kind) -> None:
+    b = backend if backend_kind == "redis" else pacing.LocalBackend()
+    token = b.try_lock("t", 0.3)
+    assert token is not None and b.try_lock("t", 0.3) is None
+    b.unlock("t", "another holder's token")
+    assert b.try_lock("t", 0.3) is None, "only its holder unlocks it"
+    b.unlock("t", token)
+    assert (again := b.try_lock("t", 0.3)) is not None
+    time.sleep(0.4)  # its holder was lost: the lease runs out
+    assert b.try_lock("t", 0.3) is not None
+    b.unlock("t", again)  # too late: harmless
+
+
+@pytest.mark.parametrize("backend_kind", ["redis", "local"])
+def test_shares_of_many_campaigns_in_one_read(backend, backend_kind) -> None:
+    b = backend if backend_kind == "redis" else pacing.LocalBackend()
+    b.set_shares({1: 0.5, 3: 2.0})
+    assert b.shares([1, 2, 3]) == {1: 0.5, 2: None, 3: 2.0}
+    assert b.shares([]) == {}
 
 
 def test_shares_expire_without_a_tick(backend) -> None:

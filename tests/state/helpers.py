@@ -6,9 +6,13 @@ here, never from one another."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from dialer.carrier.events import CallEvent, parse
@@ -159,3 +163,18 @@ def campaign_rows(session: Session, campaign_id: int) -> tuple:
             for e in stored
         ],
     )  # fmt: skip
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL statements run inside the block (an executemany counts once)."""
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, *_) -> None:  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    sa_event.listen(Engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        sa_event.remove(Engine, "before_cursor_execute", count)

@@ -14,7 +14,16 @@ from sqlalchemy.orm import Session
 from dialer.state import events, reconcile, send
 from dialer.store.models import AttemptStatus, ContactStatus
 from dialer.store.models import CallEvent as CallEventRow
-from tests.state.helpers import T0, apply, campaign_rows, event, make_campaign, rows, sent_attempt
+from tests.state.helpers import (
+    T0,
+    apply,
+    campaign_rows,
+    event,
+    make_campaign,
+    rows,
+    sent_attempt,
+    statements,
+)
 
 # ------------------------------------------------------------------------ outcomes
 
@@ -250,3 +259,22 @@ def test_a_batch_returns_each_events_disposition(session: Session) -> None:
     assert got == ["applied", "repeat", "ignored", "orphan", "applied", "applied", "ignored"]
     assert rows(session, waiting)[:4] == ("ended", "answered", "NORMAL_CLEARING", "c-2")
     assert events.apply_events(session, [], [], T0) == []
+
+
+def test_ten_campaigns_events_cost_as_many_statements_as_one_campaigns(session: Session) -> None:
+    # With many campaigns running, a batch of events spans many of them: each is read
+    # in the batch's one statement for campaigns, not one each.
+    def apply_calls(n: int, first: int) -> int:
+        calls = [f"c-{first + i}" for i in range(n)]
+        for call_id in calls:
+            sent_attempt(session, make_campaign(session, n=1), call_id)
+        batch = [event(kind, c, cause) for c in calls for kind, cause in _ANSWERED]
+        with statements() as seen:
+            got = events.apply_events(session, batch, [T0] * len(batch), T0)
+        assert got == ["applied"] * len(batch)
+        return len(seen)
+
+    assert apply_calls(10, 100) == apply_calls(1, 1)
+
+
+_ANSWERED = [("answer", None), ("hangup", "NORMAL_CLEARING")]

@@ -17,7 +17,16 @@ from dialer.store.models import (
     Contact,
     ContactStatus,
 )
-from tests.state.helpers import LEASE, T0, apply, event, make_campaign, rows, sent_attempt
+from tests.state.helpers import (
+    LEASE,
+    T0,
+    apply,
+    event,
+    make_campaign,
+    rows,
+    sent_attempt,
+    statements,
+)
 
 # ------------------------------------------------------------------------ claiming
 
@@ -29,6 +38,21 @@ def test_claim_is_exclusive(session: Session) -> None:
     assert order is not None and order.to == "+19195551000"
     assert json.loads(order.tag) == {"attempt": aid, "campaign": campaign.id, "name": "n0"}
     assert send.claim_for_send(session, aid, T0, LEASE) is None, "claimed twice"
+
+
+def test_ten_campaigns_calls_are_claimed_in_as_many_statements_as_one(
+    session: Session,
+) -> None:
+    # The tick batches many campaigns' next calls by slot (dialer.worker.scheduling).
+    def claim(campaigns: list[Campaign]) -> int:
+        ids = [aid for c in campaigns for aid in release.release_due(session, c, 1, T0)]
+        with statements() as seen:
+            claimed = send.claim_batch(session, ids, T0, LEASE)
+        assert len(claimed.orders) == len(ids)
+        return len(seen)
+
+    one = claim([make_campaign(session, n=1)])
+    assert claim([make_campaign(session, n=1) for _ in range(10)]) == one
 
 
 def test_claim_on_paused_campaign_withdraws_and_contact_waits(session: Session) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
 
 from dialer import api, clock, settings
 from dialer.carrier import events
@@ -22,9 +24,9 @@ from dialer.policy import pacing
 from dialer.state import common
 from dialer.state import events as applying
 from dialer.store import db
-from dialer.store.models import Attempt, AttemptStatus, Contact
+from dialer.store.models import Attempt, AttemptStatus, Campaign, Contact
 from dialer.worker import clients, scheduling, sweep, tasks
-from tests.factories import apply_callback, attempt, campaign_with
+from tests.factories import apply_callback, attempt, campaign_with, queued
 
 
 def release_and_dial(campaign_id: int) -> list[int]:
@@ -205,6 +207,124 @@ def test_tick_shares_the_account_between_campaigns_by_cps(sim: Simulator, test_s
     assert clients.pacer().share(idle) is None
     queued = {cid: api.status(cid)["contacts"]["dialing"] for cid in (slow, fast)}
     assert queued == {slow: 10, fast: 30}, "each releases HORIZON seconds at its share"
+
+
+def statements_of_a_tick() -> int:
+    counted: list[str] = []
+
+    def count(conn, cursor, statement, *_) -> None:  # type: ignore[no-untyped-def]
+        counted.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        tasks.tick.run()
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    return len(counted)
+
+
+def test_a_tick_runs_as_many_statements_for_30_campaigns_as_for_3(sim: Simulator) -> None:
+    # Read at once, released at once: a statement per campaign per second was most of
+    # the tick's cost with 1,000 campaigns (benchmarks/many_campaigns.py).
+    first = [campaign_with([f"+1919700{i:02d}{n:02d}" for n in range(3)], cps=1) for i in range(3)]
+    three = statements_of_a_tick()
+    rest = [
+        campaign_with([f"+1919700{i:02d}{n:02d}" for n in range(3)], cps=1) for i in range(3, 30)
+    ]
+    thirty = statements_of_a_tick()  # the first three have their work queued: 27 release
+    assert thirty == three, f"{three} statements for 3 campaigns, {thirty} for 30"
+    assert {cid: len(queued(cid)) for cid in first + rest} == dict.fromkeys(first + rest, 2)
+
+
+def test_a_tick_leaves_the_work_to_a_tick_already_running(sim: Simulator) -> None:
+    cid = campaign_with(["+19197300001", "+19197300002"], cps=1)
+    token = clients.pacer().try_lock("tick", 5.0)  # another worker's tick, running
+    assert token is not None
+    tasks.tick.run()
+    assert queued(cid) == [], "the running tick releases it: not twice"
+    clients.pacer().unlock("tick", token)
+    tasks.tick.run()
+    assert len(queued(cid)) == 2
+
+
+def test_the_tick_skips_a_campaign_a_control_holds_and_releases_the_others(
+    sim: Simulator,
+) -> None:
+    held = campaign_with(["+19197100001", "+19197100002"], cps=1)
+    free = campaign_with(["+19197200001", "+19197200002"], cps=1)
+    with db.session_scope() as session:  # as pause, cancel and update hold it
+        session.scalars(select(Campaign).where(Campaign.id == held).with_for_update()).one()
+        tasks.tick.run()  # on another connection: it must not wait for this one
+        assert (len(queued(free)), len(queued(held))) == (2, 0)
+    tasks.tick.run()
+    assert len(queued(held)) == 2, "the next tick releases it"
+
+
+def dial_messages(test_settings) -> list[tuple[list[int], datetime | None]]:
+    """The dial messages in the broker, oldest first: their attempt ids, and when each
+    is due (None: at once)."""
+    out = []
+    raws = redis.Redis.from_url(test_settings.redis_url).lrange("dialer.dial", 0, -1)
+    for raw in reversed(raws):  # kombu pushes to the head
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        eta = message["headers"].get("eta")
+        out.append((args[0], datetime.fromisoformat(eta) if eta else None))
+    return out
+
+
+def test_a_small_share_is_released_for_its_slot_not_long_before(
+    sim: Simulator, test_settings
+) -> None:
+    # Two campaigns share 1 call/s: a slot every 2 s each. The tick releases work for
+    # the slots of the next two seconds only, and it comes to a worker just before.
+    settings.override(dataclasses.replace(settings.get(), account_cps=1.0))
+    cids = [campaign_with([f"+191981{c}{i:04d}" for i in range(5)], cps=5) for c in (0, 1)]
+    pace = redis.Redis.from_url(test_settings.redis_url)
+    pace.set(pacing.campaign_key(cids[0]), time.time() + 5.0)  # its next slot: in 5 s
+    pace.set(pacing.campaign_key(cids[1]), time.time() + 1.5)  # in 1.5 s
+    tasks.tick.run()
+    assert queued(cids[0]) == [], "a slot 5 s away is not released yet"
+    [aid] = queued(cids[1])
+    [(ids, due)] = dial_messages(test_settings)
+    assert ids == [aid] and due is not None
+    lead = (due - clock.now()).total_seconds()
+    assert 1.0 < lead < 1.5, f"delivered {lead:.2f} s from now, for a slot in 1.5 s"
+
+
+def test_the_tick_sends_many_small_shares_in_batches_by_slot(sim: Simulator, test_settings) -> None:
+    # 30 campaigns share 3 calls/s: each releases its next call, and the calls go in
+    # messages of a second's worth of the account's slots, not a message each.
+    settings.override(dataclasses.replace(settings.get(), account_cps=3.0))
+    cids = [campaign_with([f"+19198{c:02d}{i:04d}" for i in range(2)], cps=1) for c in range(30)]
+    tasks.tick.run()
+    messages = dial_messages(test_settings)
+    assert sorted(aid for ids, _ in messages for aid in ids) == sorted(
+        aid for cid in cids for aid in queued(cid)
+    )
+    assert [len(ids) for ids, _ in messages] == [3] * 10, "3 slots a second"
+    assert messages[0][1] is None, "the first second's calls go at once"
+    leads = [(due - clock.now()).total_seconds() for _, due in messages[1:] if due]
+    assert len(leads) == 9 and leads == sorted(leads) and 8.0 < leads[-1] < 9.5
+
+
+def test_a_batch_gives_back_only_the_campaigns_whose_slot_is_far(
+    sim: Simulator, test_settings
+) -> None:
+    later = campaign_with(["+19198500001", "+19198500002"], cps=1)
+    now = campaign_with(["+19198600001"], cps=1)
+    redis.Redis.from_url(test_settings.redis_url).set(
+        pacing.campaign_key(later), time.time() + 5.0
+    )  # its next slot, at its own --cps: in 5 s
+    ids = scheduling.release(later) + scheduling.release(now)
+    redis.Redis.from_url(test_settings.redis_url).delete("dialer.dial")
+    tasks.dial_batch.run(ids)
+    assert attempt(ids[-1]).status == AttemptStatus.CREATED, "the other campaign's call went"
+    assert [attempt(a).status for a in ids[:-1]] == ["queued", "queued"]
+    assert [attempt(a).sends for a in ids[:-1]] == [0, 0], "given back: not a send"
+    [(back, due)] = dial_messages(test_settings)
+    assert back == ids[:-1] and due is not None
+    assert 3.5 < (due - clock.now()).total_seconds() < 5.0, "it comes back near its slot"
 
 
 def test_max_concurrent_caps_calls_in_flight(sim: Simulator) -> None:

@@ -51,6 +51,15 @@ class Queries(ABC):
         in due order; contacts another transaction holds are skipped. Returns the new
         attempts' ids, in due order."""
 
+    def release_due_many(
+        self, session: Session, wanted: Sequence[tuple[int, int, int]], now: datetime
+    ) -> dict[int, list[int]]:
+        """``release_due`` for many campaigns: ``wanted`` is (campaign id, run, limit)
+        each. Returns the new attempts' ids by campaign (campaigns that released nothing
+        left out). This form runs ``release_due`` for each; a dialect may do it at once."""
+        made = {cid: self.release_due(session, cid, run, n, now) for cid, run, n in wanted}
+        return {cid: ids for cid, ids in made.items() if ids}
+
     @abstractmethod
     def claim(
         self, session: Session, tags: Mapping[int, str], lease: datetime, now: datetime

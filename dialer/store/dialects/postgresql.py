@@ -75,6 +75,22 @@ class PostgresQueries(Queries):
         made = session.scalars(_RELEASE, {"c": campaign_id, "now": now, "n": limit, "run": run})
         return sorted(made.all())  # ids in insertion order, which is due order
 
+    def release_due_many(
+        self, session: Session, wanted: Sequence[tuple[int, int, int]], now: datetime
+    ) -> dict[int, list[int]]:
+        # One statement for every campaign of the tick: per campaign the same index
+        # range as _RELEASE, stopped at its own limit (a LATERAL subquery each).
+        params = {
+            "cs": [w[0] for w in wanted],
+            "runs": [w[1] for w in wanted],
+            "ns": [w[2] for w in wanted],
+            "now": now,
+        }
+        made: dict[int, list[int]] = {}
+        for cid, aid in session.execute(_RELEASE_MANY, params).all():
+            made.setdefault(cid, []).append(aid)
+        return {cid: sorted(ids) for cid, ids in made.items()}  # insertion order: due order
+
     def claim(
         self, session: Session, tags: Mapping[int, str], lease: datetime, now: datetime
     ) -> set[int]:
@@ -161,6 +177,32 @@ _RELEASE = text(
       FROM made
      WHERE c.id = ANY(ARRAY(SELECT contact_id FROM made)) AND c.id = made.contact_id
     RETURNING made.id
+    """
+)
+
+_RELEASE_MANY = text(
+    """
+    WITH picked AS (
+        SELECT p.id, p.attempts, p.due_at, w.c, w.run
+          FROM unnest(CAST(:cs AS integer[]), CAST(:runs AS integer[]),
+                      CAST(:ns AS integer[])) AS w(c, run, n)
+         CROSS JOIN LATERAL (
+            SELECT id, attempts, due_at FROM contact
+             WHERE campaign_id = w.c AND status = 'pending' AND due_at <= :now
+             ORDER BY due_at, id
+             LIMIT w.n
+               FOR UPDATE SKIP LOCKED
+         ) AS p
+    ), made AS (
+        INSERT INTO attempt (contact_id, campaign_id, number, run, status, queued_at, sends)
+        SELECT id, c, attempts + 1, run, 'queued', :now, 0 FROM picked ORDER BY c, due_at, id
+        RETURNING id, contact_id, campaign_id
+    )
+    UPDATE contact AS c
+       SET status = 'dialing', due_at = NULL, ready_at = NULL, last_attempt_id = made.id
+      FROM made
+     WHERE c.id = ANY(ARRAY(SELECT contact_id FROM made)) AND c.id = made.contact_id
+    RETURNING made.campaign_id, made.id
     """
 )
 
