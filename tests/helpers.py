@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -65,3 +65,17 @@ def rolled_back(engine: Engine) -> Iterator[Session]:
         session.close()
         outer.rollback()
         connection.close()
+
+
+def rows_read(session: Session, table: str) -> int:
+    """Rows the session's current transaction has read from ``table`` so far (PostgreSQL:
+    sequential-scan rows plus index fetches)."""
+    return int(
+        session.execute(
+            text(
+                "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+                " FROM pg_stat_xact_user_tables WHERE relname = :t"
+            ),
+            {"t": table},
+        ).scalar_one()
+    )

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from dialer.state import release, send
 from dialer.store.models import Attempt, CampaignState, Contact, ContactStatus
+from tests.helpers import rows_read
 from tests.state.helpers import LEASE, T0, make_campaign, sent_attempt
 
 
@@ -85,18 +86,6 @@ def test_lock_running_leaves_out_campaigns_no_longer_running(session: Session) -
     assert release.lock_running(session, []) == {}
 
 
-def _rows_read(session: Session, table: str) -> int:
-    return int(
-        session.execute(
-            text(
-                "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
-                " FROM pg_stat_xact_user_tables WHERE relname = :t"
-            ),
-            {"t": table},
-        ).scalar_one()
-    )
-
-
 @pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
 def test_the_tick_reads_a_few_rows_per_campaign_not_their_contacts(session: Session) -> None:
     # 40 running campaigns of 500 due contacts, each campaign's together in the table as
@@ -115,14 +104,14 @@ def test_the_tick_reads_a_few_rows_per_campaign_not_their_contacts(session: Sess
     )
     session.execute(text("ANALYZE contact"))
     session.execute(text("ANALYZE campaign"))
-    before = _rows_read(session, "contact")
+    before = rows_read(session, "contact")
     seen = release.running(session, T0)
     assert len(seen) == 40 and all(r.due and not r.done for r in seen)
-    read = _rows_read(session, "contact") - before
+    read = rows_read(session, "contact") - before
     assert read <= 3 * 40, f"reading 40 campaigns' work read {read} contact rows"
-    before = _rows_read(session, "contact")
+    before = rows_read(session, "contact")
     made = release.release_due_many(session, [(c.id, 1, 2) for c in campaigns], T0)
     assert sum(map(len, made.values())) == 80
-    read = _rows_read(session, "contact") - before
+    read = rows_read(session, "contact") - before
     # As for one campaign: the pick, the new attempt's foreign-key check, the update.
     assert read <= 3 * 80, f"releasing 80 contacts of 40 campaigns read {read} contact rows"

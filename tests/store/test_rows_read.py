@@ -21,22 +21,10 @@ from dialer.carrier import events
 from dialer.state import events as applying
 from dialer.state import release
 from dialer.store.models import Campaign
+from tests.helpers import rows_read
 
 SIZE = 20_000  # rows that must not be read
 LIMIT = 100
-
-
-def rows_read(session: Session, table: str) -> int:
-    """Rows the current transaction has read from ``table`` so far."""
-    return int(
-        session.execute(
-            text(
-                "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
-                " FROM pg_stat_xact_user_tables WHERE relname = :t"
-            ),
-            {"t": table},
-        ).scalar_one()
-    )
 
 
 def big_campaign(session: Session, size: int = SIZE) -> Campaign:
