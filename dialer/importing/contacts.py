@@ -79,11 +79,14 @@ def import_contacts(
     path: str | Path,
     *,
     progress: Callable[[int], None] | None = None,
+    row_check: Callable[[dict[str, str]], str | None] | None = None,
 ) -> ImportReport:
     """Read a contacts CSV into ``campaign``: one contact per data row, in file order.
 
     ``campaign`` must be flushed (it needs its id). Sets ``campaign.columns`` (the header
     without the phone column) and the campaign's counts; returns the same counts.
+    ``row_check`` sees each dialable row's context and returns why it cannot be called
+    (the row becomes ``invalid`` with that reason: a call script too long for it), or None.
     """
     path = Path(path)
     check_file(path)
@@ -101,7 +104,9 @@ def import_contacts(
 
         report = ImportReport()
         seen = SeenAddresses(expected_rows(path))
-        rows = _contact_rows(reader, header, phone_column, region, report, path, seen)
+        rows = _contact_rows(
+            reader, header, phone_column, region, report, path, seen, row_check
+        )
         if progress is not None:
             rows = _reporting(rows, progress)
         queries.bulk_insert(
@@ -137,6 +142,7 @@ def _contact_rows(
     report: ImportReport,
     path: Path,
     seen: SeenAddresses,
+    row_check: Callable[[dict[str, str]], str | None] | None = None,
 ) -> Iterator[_Row]:
     """(row, phone, e164, status, reason, context, zones) per data row; counts into
     ``report``. ``zones`` is the recipient's time zones (rules.zones_for) for good rows.
@@ -164,6 +170,10 @@ def _contact_rows(
                 phone = fields[phone_at]
                 context = {c: fields[i] for i, c in context_columns}
                 address, reason = normalize(phone, region)
+                if address is not None and row_check is not None:
+                    refused = row_check(context)
+                    if refused is not None:
+                        address, reason = None, refused
             else:
                 phone = fields[phone_at] if phone_at < len(fields) else ""
                 context = {c: fields[i] for i, c in context_columns if i < len(fields)}
