@@ -104,9 +104,7 @@ def import_contacts(
 
         report = ImportReport()
         seen = SeenAddresses(expected_rows(path))
-        rows = _contact_rows(
-            reader, header, phone_column, region, report, path, seen, row_check
-        )
+        rows = _contact_rows(reader, header, phone_column, region, report, path, seen, row_check)
         if progress is not None:
             rows = _reporting(rows, progress)
         queries.bulk_insert(
