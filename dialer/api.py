@@ -32,6 +32,7 @@ from dialer import clock, logs
 from dialer.errors import ApiError, CampaignStateError
 from dialer.state import controls, starting
 from dialer.store import campaign_status, db, dialects
+from dialer.store import export as export_columns
 from dialer.store.models import (
     Attempt,
     AttemptStatus,
@@ -39,7 +40,6 @@ from dialer.store.models import (
     CampaignRun,
     CampaignState,
     Contact,
-    RunContact,
 )
 
 # The importing (phonenumbers, the CSV reader) and the calling rules are imported by the
@@ -64,17 +64,7 @@ __all__ = [
     "EXPORT_COLUMNS",
 ]
 
-EXPORT_COLUMNS = [
-    "contact_id",
-    "phone",
-    "e164",
-    "status",
-    "attempts",
-    "call_id",
-    "result",
-    "cause",
-    "reason",
-]
+EXPORT_COLUMNS = export_columns.COLUMNS  # then the context columns
 RULE_FIELDS = controls.RULE_FIELDS  # what ``update`` (and `campaign update`) can change
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
@@ -172,16 +162,29 @@ def create_campaign(
     dnc: Iterable[str | Path] = (),
     tag_fields: Iterable[str] = (),
     progress: Callable[[int], None] | None = None,
+    say: str | None = None,
+    play: str | None = None,
+    voice: str | None = None,
+    locale: str | None = None,
+    gender: str | None = None,
+    keys: str | Mapping[str, str] | None = None,
+    goodbye: str | None = None,
+    transfer_to: str | None = None,
+    max_duration: int | None = None,
 ) -> dict[str, Any]:
     """Create a draft campaign from a CSV file (or rows) and return the import report.
 
-    Every row becomes a contact, the bad ones too, with their status and reason.
+    Every row becomes a contact, the bad ones too, with their status and reason. The
+    call script (``say`` … ``max_duration``; docs/interface.md, "What an answered call
+    hears") is checked against the file's columns; a row whose message would be too long
+    for the carrier is ``invalid`` with the reason.
     """
     import tempfile
 
     from dialer.importing.contacts import import_contacts
     from dialer.importing.dnc import add_suppressions
     from dialer.importing.files import ContactFileError, read_columns
+    from dialer.script import spec
 
     tag_fields = list(tag_fields)
     region = region.upper()
@@ -209,6 +212,17 @@ def create_campaign(
             columns = read_columns(path)
         except ContactFileError as exc:
             raise ApiError(str(exc)) from None
+        script_options: dict[str, Any] = {
+            "say": say, "play": play, "voice": voice, "locale": locale, "gender": gender,
+            "keys": keys, "goodbye": goodbye, "transfer_to": transfer_to,
+            "max_duration": max_duration,
+        }  # fmt: skip
+        try:
+            script = spec.build(
+                **script_options, columns=[c for c in columns if c != phone_column]
+            )
+        except spec.ScriptError as exc:
+            raise ApiError(str(exc)) from None
         missing = [f for f in tag_fields if f not in columns or f == phone_column]
         if missing:
             raise ApiError(
@@ -234,13 +248,16 @@ def create_campaign(
                 timezone=timezone,
                 schedule=schedule,
                 created_at=clock.now(),
+                **script.as_row(),
             )
             session.add(campaign)
             session.flush()
             try:
                 for dnc_file in dnc:
                     add_suppressions(session, dnc_file, campaign_id=campaign.id, region=region)
-                report = import_contacts(session, campaign, path, progress=progress)
+                report = import_contacts(
+                    session, campaign, path, progress=progress, row_check=spec.row_check(script)
+                )
             except ContactFileError as exc:
                 raise ApiError(str(exc)) from None
             campaign_id = campaign.id
@@ -340,13 +357,21 @@ def update(
     max_attempts: int = _UNSET,
     retry_delay: int = _UNSET,
     schedule: str | None = _UNSET,
+    **script_options: Any,
 ) -> dict[str, Any]:
     """Change a campaign's rules for the work not yet sent; calls already made stand.
 
     Pass only what changes; ``None`` removes an optional rule (the window, the days,
-    the campaign's --cps or --max-concurrent, the schedule). Returns the status, with
-    ``changed`` listing the fields that changed.
+    the campaign's --cps or --max-concurrent, the schedule, a call script option).
+    ``script_options``: ``say``, ``play``, ``voice``, ``locale``, ``gender``, ``keys``,
+    ``goodbye``, ``transfer_to``, ``max_duration``; calls answered from then on hear the
+    new script. Returns the status, with ``changed`` listing the fields that changed.
     """
+    from dialer.script import spec
+
+    unknown = sorted(set(script_options) - set(spec.FIELDS))
+    if unknown:
+        raise ApiError(f"update: unknown option(s): {', '.join(unknown)}")
     given: dict[str, Any] = {
         k: v
         for k, v in {
@@ -375,6 +400,16 @@ def update(
         }
         merged |= {k: v for k, v in given.items() if k in merged}
         _check_rules(**({k: v for k, v in given.items() if k not in merged} | merged))
+        if script_options:
+            # Checked as it will stand, against the file's columns.
+            current = spec.Script.of(campaign).as_row()
+            wanted = current | script_options
+            try:
+                script = spec.build(**wanted, columns=campaign.columns or [])
+            except spec.ScriptError as exc:
+                raise ApiError(str(exc)) from None
+            built = script.as_row()
+            given |= {k: built[k] for k in script_options}
         changed = controls.update_rules(session, campaign, given, clock.now())
     if changed:
         log.info("campaign %s: rules changed: %s", campaign_id, ", ".join(changed))
@@ -454,6 +489,7 @@ def export(campaign_id: int, out: str | Path | IO[str], run: int | None = None) 
     """Write one CSV row per contact, in file order; return the number of rows.
 
     The current run by default; ``run`` picks a finished run of a recurring campaign.
+    Columns: ``EXPORT_COLUMNS``, then the file's context columns (dialer.store.export).
     """
     if isinstance(out, str | Path):
         with open(out, "w", newline="", encoding="utf-8") as f:
@@ -469,77 +505,7 @@ def export(campaign_id: int, out: str | Path | IO[str], run: int | None = None) 
             )
             if past_run is None:
                 raise ApiError(f"campaign {campaign_id} has no run {run}")
-        context = list(campaign.columns or [])
-        headers = EXPORT_COLUMNS + [
-            c if c not in EXPORT_COLUMNS else f"context.{c}" for c in context
-        ]
-        writer = csv.writer(out)
-        writer.writerow(headers)
-        if past_run is None:
-            query = select(
-                Contact.id,
-                Contact.phone,
-                Contact.e164,
-                Contact.status,
-                Contact.attempts,
-                Attempt.call_id,
-                Attempt.result,
-                Attempt.cause,
-                Attempt.hangup_cause,
-                Contact.reason,
-                Contact.context,
-            ).outerjoin(Attempt, Attempt.id == Contact.last_attempt_id)
-        else:
-            # A past run: the outcome kept when the next run began, where there is one
-            # (contacts that run dialed); otherwise the contact's own (invalid, ...).
-            query = (
-                select(
-                    Contact.id,
-                    Contact.phone,
-                    Contact.e164,
-                    func.coalesce(RunContact.status, Contact.status),
-                    func.coalesce(RunContact.attempts, Contact.attempts),
-                    Attempt.call_id,
-                    Attempt.result,
-                    Attempt.cause,
-                    Attempt.hangup_cause,
-                    func.coalesce(RunContact.reason, Contact.reason),
-                    Contact.context,
-                )
-                .outerjoin(
-                    RunContact,
-                    (RunContact.contact_id == Contact.id) & (RunContact.run_id == past_run),
-                )
-                .outerjoin(
-                    Attempt,
-                    Attempt.id
-                    == func.coalesce(RunContact.last_attempt_id, Contact.last_attempt_id),
-                )
-            )
-        rows = session.execute(
-            query.where(Contact.campaign_id == campaign_id)
-            .order_by(Contact.row)
-            .execution_options(yield_per=5000)
-        )
-        n = 0
-        for cid, phone, e164, st, made, call_id, result, cause, hangup, reason, ctx in rows:
-            ctx = ctx or {}
-            writer.writerow(
-                [
-                    cid,
-                    phone,
-                    e164 or "",
-                    st,
-                    made,
-                    call_id or "",
-                    result or "",
-                    cause or hangup or "",
-                    reason or "",
-                ]
-                + [ctx.get(c, "") for c in context]
-            )
-            n += 1
-        return n
+        return export_columns.write(session, campaign, out, past_run)
 
 
 def add_dnc(

@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--schedule", metavar="CRON")
     create.add_argument("--dnc", action="append", default=[], metavar="FILE.csv")
     create.add_argument("--tag-field", action="append", default=[], metavar="COLUMN")
+    _script_options(create, str, int)
     upd = csub.add_parser(
         "update",
         help="change a campaign's rules for work not yet sent",
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     upd.add_argument("--max-attempts", type=int)
     upd.add_argument("--retry-delay", type=int, metavar="SECONDS")
     upd.add_argument("--schedule", type=_or_none(str), metavar="CRON")
+    _script_options(upd, _or_none(str), _or_none(int))
     for action in ("start", "pause", "resume", "cancel"):
         a = csub.add_parser(action, help=f"{action} a campaign")
         a.add_argument("id", type=int)
@@ -98,6 +100,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _NONE = object()
+# The call script's options (docs/interface.md, "What an answered call hears").
+SCRIPT_OPTIONS = (
+    "say", "play", "voice", "locale", "gender", "keys", "goodbye", "transfer_to", "max_duration",
+)  # fmt: skip
+
+
+def _script_options(p: argparse.ArgumentParser, text: Any, number: Any) -> None:
+    g = p.add_argument_group("call script (what an answered call hears)")
+    say = g.add_mutually_exclusive_group()
+    say.add_argument("--say", type=text, metavar="TEXT", help="spoken; {column} from the row")
+    say.add_argument("--play", type=text, metavar="URL", help="a WAV or MP3 played instead")
+    g.add_argument("--voice", type=text, metavar="NAME")
+    g.add_argument("--locale", type=text, metavar="L")
+    g.add_argument("--gender", type=text, metavar="G")
+    g.add_argument("--keys", type=text, metavar='"1=confirmed,9=opt-out"')
+    g.add_argument("--goodbye", type=text, metavar="TEXT")
+    g.add_argument("--transfer-to", type=text, metavar="E164")
+    g.add_argument("--max-duration", type=number, metavar="SECONDS")
 
 
 def _or_none(kind: Any) -> Any:
@@ -162,7 +182,8 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "create":
         return _create(api, args)
     if cmd == "update":
-        given = {n: getattr(args, n) for n in api.RULE_FIELDS if getattr(args, n) is not None}
+        fields = (*api.RULE_FIELDS, *SCRIPT_OPTIONS)
+        given = {n: getattr(args, n) for n in fields if getattr(args, n) is not None}
         if not given:
             print("dialer: campaign update: give at least one rule to change", file=sys.stderr)
             return 2
@@ -271,6 +292,7 @@ def _create(api: Any, args: argparse.Namespace) -> int:
             dnc=args.dnc,
             tag_fields=args.tag_field,
             progress=progress,
+            **{name: getattr(args, name) for name in SCRIPT_OPTIONS},
         )
     finally:
         done()
@@ -364,6 +386,12 @@ def _print_status(st: dict[str, Any], as_json: bool) -> None:
         )
     if st.get("next_run"):
         print(f"  next run at {st['next_run']}")
+    script = st.get("script") or {}
+    if script:
+        print("  script: " + ", ".join(f"{k}={v!r}" for k, v in script.items()))
+    responses = st.get("responses") or {}
+    if responses:
+        print("  responses: " + ", ".join(f"{k} {n}" for k, n in responses.items()))
 
 
 def _watch(status: Callable[[int], dict[str, Any]], campaign_id: int, as_json: bool) -> int:

@@ -67,6 +67,9 @@ EVENTS_APPLIED = "dialer_events_applied_total"
 EVENT_LAG = "dialer_event_lag_seconds"
 EVENT_BACKLOG = "dialer_event_backlog"
 ATTEMPTS_FINISHED = "dialer_attempts_finished_total"
+RESPONSES = "dialer_responses_total"
+CONTROL_REQUESTS = "dialer_control_requests_total"
+ANSWER_TO_SCRIPT = "dialer_answer_to_script_seconds"
 
 # name -> (help, label names); the counters, in the order they are exposed.
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -106,10 +109,25 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "the result they finished with.",
         ("status", "result"),
     ),
+    RESPONSES: (
+        "Keys pressed in answer to a call script, by the label of the key (none: no key, "
+        "or one not listed).",
+        ("label",),
+    ),
+    CONTROL_REQUESTS: (
+        "What drove calls after their creation, by kind (bxml-answer, bxml-gather: "
+        "documents the receiver served; hangup, read, list: requests to the carrier on "
+        "the account's non-create budget) and outcome (ok, error, rate-limited).",
+        ("kind", "outcome"),
+    ),
 }
 EVENT_LAG_HELP = (
     "Seconds from the receiver accepting a callback to the state machine having applied "
     "it (committed); wall clocks of the receiver and worker machines."
+)
+ANSWER_TO_SCRIPT_HELP = (
+    "Seconds from a scripted call's answer (the carrier's event time) to the receiver "
+    "answering it with the script's first verb: the silence a person hears after hello."
 )
 
 
@@ -340,6 +358,27 @@ def attempts_finished(status: str, result: str | None, n: int = 1) -> None:
         recorder().add(((key, n),))
 
 
+def response(label: str | None) -> None:
+    label = (label or "none")[:64]
+    recorder().add((((RESPONSES, (("label", label),)), 1),))
+
+
+def control_request(kind: str, outcome: str) -> None:
+    recorder().add((((CONTROL_REQUESTS, _labels(kind=kind, outcome=outcome)), 1),))
+
+
+def answer_to_script(seconds: float) -> None:
+    """From the carrier's answer (the event's time) to the receiver's script document."""
+    seconds = max(0.0, seconds)
+    le = next((b for b in LAG_BUCKETS if seconds <= b), math.inf)
+    recorder().add(
+        (
+            ((ANSWER_TO_SCRIPT + "_bucket", (("le", _le(le)),)), 1),
+            ((ANSWER_TO_SCRIPT + "_sum", ()), seconds),
+        )
+    )
+
+
 def _le(bound: float) -> str:
     return "+Inf" if bound == math.inf else repr(float(bound))
 
@@ -434,6 +473,9 @@ class FleetCollector:
                     family.add_metric([given.get(n, "") for n in label_names], value)
                 yield family
             yield _histogram(HistogramMetricFamily, by_name)
+            yield _histogram(
+                HistogramMetricFamily, by_name, ANSWER_TO_SCRIPT, ANSWER_TO_SCRIPT_HELP
+            )
             if self._backlog is not None:
                 try:
                     waiting: int | None = self._backlog()
@@ -466,14 +508,19 @@ class FleetCollector:
             yield states
 
 
-def _histogram(family_cls: Any, by_name: dict[str, list[tuple[Labels, float]]]) -> Any:
-    per_bucket = {dict(labels).get("le"): v for labels, v in by_name.get(EVENT_LAG + "_bucket", [])}
+def _histogram(
+    family_cls: Any,
+    by_name: dict[str, list[tuple[Labels, float]]],
+    name: str = EVENT_LAG,
+    doc: str = EVENT_LAG_HELP,
+) -> Any:
+    per_bucket = {dict(labels).get("le"): v for labels, v in by_name.get(name + "_bucket", [])}
     buckets, running = [], 0.0
     for bound in (*LAG_BUCKETS, math.inf):
         running += per_bucket.get(_le(bound), 0.0)
         buckets.append((_le(bound), running))
-    total = sum(v for _, v in by_name.get(EVENT_LAG + "_sum", []))
-    return family_cls(EVENT_LAG, EVENT_LAG_HELP, buckets=buckets, sum_value=total)
+    total = sum(v for _, v in by_name.get(name + "_sum", []))
+    return family_cls(name, doc, buckets=buckets, sum_value=total)
 
 
 def exposition() -> tuple[bytes, str]:

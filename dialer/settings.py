@@ -103,6 +103,7 @@ class Settings:
     http_timeout: float = 10.0
     account_cps: float = 1.0
     number_cps: float = 1.0
+    account_rps: float = 1.0  # every request but a create (dialer.policy.requests)
     worker_threads: int = 32
     event_consumers: int = 2
     log_format: str = "text"
@@ -131,6 +132,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DIALER_HTTP_TIMEOUT": ("http_timeout", _positive_float),
     "DIALER_ACCOUNT_CPS": ("account_cps", _positive_float),
     "DIALER_NUMBER_CPS": ("number_cps", _positive_float),
+    "DIALER_ACCOUNT_RPS": ("account_rps", _positive_float),
     "DIALER_WORKER_THREADS": ("worker_threads", _positive_int),
     "DIALER_EVENT_CONSUMERS": ("event_consumers", _count),
     "DIALER_LOG_FORMAT": ("log_format", _choice("text", "json")),

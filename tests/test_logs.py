@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from dialer import api, logs
-from dialer.callbacks.receiver import PATH
+from dialer.callbacks.gate import PATH
 from dialer.dev.fleet import free_port, wait_for_port, wait_until
 
 SECRET = "cb/secret:with odd chars"

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from dialer import api, clock, metrics, settings
-from dialer.callbacks.receiver import PATH
+from dialer.callbacks.gate import PATH
 from dialer.dev.fleet import (
     RedisServer,
     free_port,

@@ -26,6 +26,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from dialer import metrics
 from dialer.carrier.errors import (
     Action,
     CarrierError,
@@ -36,6 +37,7 @@ from dialer.carrier.errors import (
     redact_url,
 )
 from dialer.carrier.request import CallRequest, is_int
+from dialer.policy.requests import CONTROL, READ, RequestBudget, RequestsBusy
 
 if TYPE_CHECKING:
     from dialer.settings import Settings
@@ -61,11 +63,15 @@ class CatapultClient:
         secret: str,
         timeout: float = 10.0,
         pool_size: int = 64,
+        budget: RequestBudget | None = None,
     ) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be greater than 0")
         self._base = base_url.rstrip("/")
         self._user_id = user_id
+        # Every request but a create spends from the account's non-create budget
+        # (dialer.policy.requests); None: unpaced (tests, scripts).
+        self._budget = budget
         self._calls_path = f"/v1/users/{quote(user_id, safe='')}/calls"
         # (connect, read): a connect that takes longer than ~3 s is a lost SYN, and 3.05
         # sits just past TCP's 3 s retransmit; the read gets the whole budget.
@@ -100,7 +106,7 @@ class CatapultClient:
         )
 
     @classmethod
-    def from_settings(cls, s: Settings) -> CatapultClient:
+    def from_settings(cls, s: Settings, budget: RequestBudget | None = None) -> CatapultClient:
         s.require("CATAPULT_USER_ID", "CATAPULT_API_TOKEN", "CATAPULT_API_SECRET")
         assert s.catapult_user_id and s.catapult_api_token and s.catapult_api_secret
         return cls(
@@ -110,6 +116,7 @@ class CatapultClient:
             s.catapult_api_secret,
             timeout=s.http_timeout,
             pool_size=max(64, s.worker_threads),
+            budget=budget,
         )
 
     def __repr__(self) -> str:
@@ -158,6 +165,28 @@ class CatapultClient:
         body = self._get_json(self._call_path(call_id), dict, "/…", "a JSON object")
         return body
 
+    def _spend(self, kind: str) -> None:
+        """A slot in the account's non-create budget for one request, or CarrierError
+        (RATE_LIMITED) when there is none for now."""
+        if self._budget is None:
+            return
+        try:
+            self._budget.take(kind)
+        except RequestsBusy as exc:
+            metrics.control_request(kind, "no-slot")
+            raise CarrierError(Action.RATE_LIMITED, str(exc)) from None
+
+    def _refused(self, response: requests.Response, kind: str) -> CarrierError:
+        """The error of a non-create request's answer; a 429 holds the fleet's budget."""
+        error = from_response(response, creates=False, scrub=self._scrub)
+        if error.action is Action.RATE_LIMITED:
+            metrics.control_request(kind, "rate-limited")
+            if self._budget is not None:
+                self._budget.pushed_back(error.retry_at or time.time() + 1.0)
+        else:
+            metrics.control_request(kind, "error")
+        return error
+
     def get_call_events(self, call_id: str) -> list[dict[str, Any]]:
         """The call's events as the carrier lists them: ``[{id, time, name, data}]``."""
         body = self._get_json(
@@ -166,12 +195,14 @@ class CatapultClient:
         return [item for item in body if isinstance(item, dict)]
 
     def _get_json(self, path: str, kind: type, shown: str, expected: str) -> Any:
+        self._spend(READ)
         return self._json_of(self._send("GET", path), kind, shown, expected)
 
     def _json_of(self, response: requests.Response, kind: type, shown: str, expected: str) -> Any:
         """A GET's body, if it answered 200 with JSON of ``kind``; else the CarrierError."""
         if response.status_code != 200:
-            raise from_response(response, creates=False, scrub=self._scrub)
+            raise self._refused(response, READ)
+        metrics.control_request(READ, "ok")
         body = json_or_none(response)
         if not isinstance(body, kind):
             raise CarrierError(
@@ -212,6 +243,7 @@ class CatapultClient:
         pages = 0  # fetched so far, which is also the next page number (pages count from 0)
         seen: set[str] = set()
         while True:
+            self._spend(READ)
             if url is None:
                 response = self._send("GET", self._calls_path, params={**params, "page": pages})
             else:
@@ -238,9 +270,11 @@ class CatapultClient:
 
     def hang_up(self, call_id: str) -> None:
         """End the call (POST {"state": "completed"}); 404 raises status 404, PERMANENT."""
+        self._spend(CONTROL)
         response = self._send("POST", self._call_path(call_id), json_body={"state": "completed"})
         if not 200 <= response.status_code < 300:
-            raise from_response(response, creates=False, scrub=self._scrub)
+            raise self._refused(response, CONTROL)
+        metrics.control_request(CONTROL, "ok")
 
     # -- plumbing ------------------------------------------------------------------------
 

@@ -114,8 +114,12 @@ class Reservation:
 
 
 class Backend(Protocol):
-    def reserve(self, limits: list[Limit], max_wait: float) -> Reservation: ...
-    def hold(self, until_epoch: float) -> None: ...
+    def reserve(
+        self, limits: list[Limit], max_wait: float, hold_key: str = ...
+    ) -> Reservation: ...
+    def hold(self, until_epoch: float, hold_key: str = ...) -> None: ...
+    def flag(self, name: str, seconds: float) -> None: ...
+    def flagged(self, name: str) -> bool: ...
     def set_shares(self, shares: dict[int, float]) -> None: ...
     def share(self, campaign_id: int) -> float | None: ...
     def shares(self, campaign_ids: list[int]) -> dict[int, float | None]: ...
@@ -197,14 +201,23 @@ class RedisBackend:
         self._waits = client.register_script(_WAITS)
         self._unlock = client.register_script(_UNLOCK)
 
-    def reserve(self, limits: list[Limit], max_wait: float) -> Reservation:
-        keys = [lim.key for lim in limits] + [HOLD_KEY]
+    def reserve(
+        self, limits: list[Limit], max_wait: float, hold_key: str = "dialer:pace:hold"
+    ) -> Reservation:
+        keys = [lim.key for lim in limits] + [hold_key]
         args = [max_wait, *(1.0 / lim.rate for lim in limits), *(lim.credit for lim in limits)]
         reserved, wait, at = self._reserve(keys=keys, args=args)
         return Reservation(bool(int(reserved)), max(0.0, float(wait)), float(at))
 
-    def hold(self, until_epoch: float) -> None:
-        self._hold(keys=[HOLD_KEY], args=[until_epoch])
+    def hold(self, until_epoch: float, hold_key: str = "dialer:pace:hold") -> None:
+        self._hold(keys=[hold_key], args=[until_epoch])
+
+    def flag(self, name: str, seconds: float) -> None:
+        """A marker that lives ``seconds`` (set again: it lives on)."""
+        self._client.set(f"dialer:flag:{name}", 1, px=max(1, int(seconds * 1000)))
+
+    def flagged(self, name: str) -> bool:
+        return bool(self._client.exists(f"dialer:flag:{name}"))
 
     def set_shares(self, shares: dict[int, float]) -> None:
         """Every share in one command: a pipeline of a SET each cost the tick 85 µs of
@@ -257,14 +270,22 @@ class LocalBackend:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tat: dict[str, float] = {}
-        self._hold_until = 0.0
+        self._holds: dict[str, float] = {}
         self._shares: dict[int, tuple[float, float]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
+        self._flags: dict[str, float] = {}
 
-    def reserve(self, limits: list[Limit], max_wait: float) -> Reservation:
+    @property
+    def _hold_until(self) -> float:
+        return self._holds.get(HOLD_KEY, 0.0)
+
+    def reserve(
+        self, limits: list[Limit], max_wait: float, hold_key: str = "dialer:pace:hold"
+    ) -> Reservation:
         with self._lock:
             now = time.time()
-            slot = max([now, self._hold_until] + [self._tat.get(lim.key, 0.0) for lim in limits])
+            held = self._holds.get(hold_key, 0.0)
+            slot = max([now, held] + [self._tat.get(lim.key, 0.0) for lim in limits])
             wait = slot - now
             if wait > max_wait:
                 return Reservation(False, wait, slot)
@@ -273,9 +294,17 @@ class LocalBackend:
                 self._tat[lim.key] = tat + 1.0 / lim.rate
             return Reservation(True, wait, slot)
 
-    def hold(self, until_epoch: float) -> None:
+    def hold(self, until_epoch: float, hold_key: str = "dialer:pace:hold") -> None:
         with self._lock:
-            self._hold_until = max(self._hold_until, until_epoch)
+            self._holds[hold_key] = max(self._holds.get(hold_key, 0.0), until_epoch)
+
+    def flag(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self._flags[name] = time.time() + seconds
+
+    def flagged(self, name: str) -> bool:
+        with self._lock:
+            return self._flags.get(name, 0.0) > time.time()
 
     def set_shares(self, shares: dict[int, float]) -> None:
         with self._lock:

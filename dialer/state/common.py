@@ -166,5 +166,5 @@ def campaigns_of(session: Session, campaign_ids: set[int]) -> dict[int, Campaign
 
 _CAMPAIGN_COLUMNS = (
     "id", "state", "run", "max_attempts", "retry_delay", "window", "days", "timezone",
-    "call_timeout",
+    "call_timeout", "keys",
 )  # fmt: skip

@@ -34,6 +34,10 @@ RULE_FIELDS = (
     "retry_delay",
     "schedule",
 )
+# The call script (dialer.script): changes apply to calls answered from then on.
+SCRIPT_FIELDS = (
+    "say", "play", "voice", "locale", "gender", "keys", "goodbye", "transfer_to", "max_duration",
+)  # fmt: skip
 
 
 def update_rules(
@@ -47,7 +51,8 @@ def update_rules(
     """
     if campaign.state == CampaignState.CANCELLED:
         raise CampaignStateError(f"campaign {campaign.id} is cancelled: nothing to update")
-    changed = [k for k, v in changes.items() if k in RULE_FIELDS and getattr(campaign, k) != v]
+    allowed = (*RULE_FIELDS, *SCRIPT_FIELDS)
+    changed = [k for k, v in changes.items() if k in allowed and getattr(campaign, k) != v]
     for name in changed:
         setattr(campaign, name, changes[name])
     session.flush()

@@ -14,8 +14,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
+from dialer import metrics
 from dialer.carrier.events import STATUS_EVENTS, CallEvent
 from dialer.policy import rules
+from dialer.script.source import label_of
+from dialer.script.spec import OPT_OUT, Script
+from dialer.state import suppression
 from dialer.state.common import (
     GRACE,
     AttemptRow,
@@ -30,7 +34,7 @@ from dialer.state.common import (
     lock_in,
     log_ids,
 )
-from dialer.store import dialects
+from dialer.store import db, dialects
 from dialer.store.dialects.base import Queries
 from dialer.store.models import (
     Attempt,
@@ -181,10 +185,12 @@ def apply_events(
 # adopt, _finish and _revise touch).
 _CONTACT_COLUMNS = (
     "id", "status", "attempts", "due_at", "ready_at", "reason", "zones", "last_attempt_id",
+    "e164",
 )  # fmt: skip
 _ATTEMPT_COLUMNS = (
     "id", "contact_id", "campaign_id", "call_id", "status", "created_at", "lease_until",
     "answered_at", "timed_out_at", "hangup_cause", "ended_at", "result", "cause",
+    "digits", "response",
 )  # fmt: skip
 
 
@@ -193,7 +199,7 @@ _WRITTEN = {
     "contact": ("status", "attempts", "due_at", "ready_at", "reason"),
     "attempt": (
         "call_id", "status", "created_at", "lease_until", "answered_at", "timed_out_at",
-        "hangup_cause", "ended_at", "result", "cause",
+        "hangup_cause", "ended_at", "result", "cause", "digits", "response",
     ),
 }  # fmt: skip
 
@@ -246,6 +252,8 @@ def _apply(
     now: datetime,
     campaigns: dict[int, Campaign | None] | None = None,
 ) -> str:
+    if event.event_type == "gather":
+        return _gathered(session, contact, attempt, event, now, campaigns)
     if event.event_type not in STATUS_EVENTS:
         return "ignored"
     if attempt.call_id is None and event.call_id:
@@ -277,6 +285,34 @@ def _apply(
             _finish(session, contact, attempt, now, campaigns)
     elif attempt.status == AttemptStatus.ENDED:
         _revise(contact, attempt)
+    return "applied"
+
+
+def _gathered(
+    session: Session,
+    contact: ContactRow,
+    attempt: AttemptRow,
+    event: CallEvent,
+    now: datetime,
+    campaigns: dict[int, Campaign | None] | None,
+) -> str:
+    """The key the person pressed in answer to the call script (dialer.script): the
+    attempt keeps it and its label, in this transaction; the label ``opt-out`` puts the
+    number on the global do-not-call list, here too. A call has one gather: a second
+    event about it is a repeat. It never changes how the call counts."""
+    if attempt.digits is not None:
+        return "repeat"
+    campaign = campaign_of(session, attempt.campaign_id, campaigns)
+    if campaign is None:
+        return "ignored"
+    # The keys are all a gather needs of the script (the batch reads no more of it).
+    keys = tuple((str(k), str(label)) for k, label in campaign.keys or ())
+    attempt.digits, attempt.response = label_of(Script(keys=keys), event.payload)
+    label = attempt.response
+    db.after_commit(session, lambda: metrics.response(label))
+    if label == OPT_OUT and contact.e164:
+        suppression.opt_out(session, contact.e164, now)
+        log.info("opt-out by key on attempt %s", attempt.id, extra=log_ids(attempt))
     return "applied"
 
 

@@ -51,6 +51,8 @@ class SendOrder:
     call_timeout: int | None
     campaign_cps: float | None
     contact_id: int | None = None
+    # GET: a scripted campaign's call, driven with BXML (dialer.script); POST otherwise.
+    callback_method: str = "POST"
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,17 @@ def claim_batch(
         assert c is not None
         assert to is not None  # a contact without a valid number is never released
         orders.append(
-            SendOrder(aid, cid, c.from_number, to, tags[aid], c.call_timeout, c.cps, contact_id)
+            SendOrder(
+                aid,
+                cid,
+                c.from_number,
+                to,
+                tags[aid],
+                c.call_timeout,
+                c.cps,
+                contact_id,
+                "GET" if c.say is not None or c.play is not None else "POST",
+            )
         )
     return Claimed(orders, later)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -44,3 +46,34 @@ def suppress_listed(session: Session, campaign_id: int | None = None) -> int:
     if campaign_id is not None:
         stmt = stmt.where(Contact.campaign_id == campaign_id)
     return db.rowcount(session.execute(stmt))
+
+
+def opt_out(session: Session, e164: str, now: datetime) -> int:
+    """A person pressed the opt-out key: their number goes on the global do-not-call list
+    in this transaction, and its pending contacts in every campaign become ``suppressed``
+    (what ``dnc add`` does, for one number: a probe of ``ix_contact_e164``). Contacts
+    another transaction holds (being released right now) are skipped, not waited for:
+    the claim before each send checks the list and withdraws them (dialer.state.send).
+    Returns how many contacts it suppressed."""
+    from dialer.store import dialects
+
+    session.execute(
+        dialects.of(session)
+        .insert_ignoring_conflicts(Suppression)
+        .values(campaign_id=None, e164=e164, added_at=now)
+    )
+    pending = (
+        select(Contact.id)
+        .where(Contact.e164 == e164, Contact.status == ContactStatus.PENDING)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(Contact)
+        .where(Contact.id.in_(pending.scalar_subquery()))
+        .values(status=ContactStatus.SUPPRESSED, due_at=None, reason=OPTED_OUT)
+        .execution_options(synchronize_session=False)
+    )
+    return db.rowcount(session.execute(stmt))
+
+
+OPTED_OUT = "opted out (pressed the opt-out key)"

@@ -51,6 +51,15 @@ class Campaign:
     call_timeout: int | None
     schedule: str | None
     run: int
+    say: str | None
+    play: str | None
+    voice: str | None
+    locale: str | None
+    gender: str | None
+    keys: list[list[str]] | None
+    goodbye: str | None
+    transfer_to: str | None
+    max_duration: int | None
     zone_keys: list[str | None]
     created_at: datetime
     started_at: datetime | None
@@ -117,15 +126,21 @@ def _status(
     run_rows: Rows,
     call_rows: Rows,
     contact_rows: Rows,
+    response_rows: Rows,
     *,
     campaign_id: int,
     run: int | None,
     now: datetime,
 ) -> dict[str, Any]:
-    (*fields, zone_keys, created, started, finished, next_run) = columns
+    (*fields, keys, goodbye, transfer_to, max_duration) = columns[:-5]
+    (zone_keys, created, started, finished, next_run) = columns[-5:]
     campaign = Campaign(
         *(
             *fields,
+            decode_json(keys),
+            goodbye,
+            transfer_to,
+            max_duration,
             decode_json(zone_keys) or [],
             _utc(created),
             _utc(started),
@@ -151,7 +166,7 @@ def _status(
                 f"campaign {campaign_id} has no run {run} "
                 f"(runs: {', '.join(str(r['number']) for r in runs) or 'none yet'})"
             )
-        return _run_status(campaign, past, calls.get(run, 0))
+        return _run_status(campaign, past, calls.get(run, 0), _responses(response_rows, run))
 
     counts: dict[str, int] = {}
     pending: dict[str | None, int] = {}
@@ -183,6 +198,8 @@ def _status(
             "call_timeout": campaign.call_timeout,
             "schedule": campaign.schedule,
         },
+        "script": _script(campaign),
+        "responses": _responses(response_rows, campaign.run),
         "window": {
             "waiting": wait.waiting,
             "next_opening": _iso(wait.next_opening),
@@ -194,7 +211,33 @@ def _status(
     }
 
 
-def _run_status(campaign: Campaign, run: dict[str, Any], calls: int) -> dict[str, Any]:
+def _script(campaign: Campaign) -> dict[str, Any]:
+    """The call script's options that are set (docs/interface.md, "What an answered call
+    hears"); {} for a campaign without one."""
+    shown: dict[str, Any] = {
+        name: getattr(campaign, name)
+        for name in ("say", "play", "voice", "locale", "gender", "goodbye", "transfer_to")
+        if getattr(campaign, name) is not None
+    }
+    if campaign.keys:
+        shown["keys"] = ",".join(f"{k}={label}" for k, label in campaign.keys)
+    if campaign.max_duration is not None:
+        shown["max_duration"] = campaign.max_duration
+    return shown
+
+
+def _responses(rows: Rows, run: int) -> dict[str, int]:
+    """The run's responses by label (the labels of the keys pressed)."""
+    out: dict[str, int] = {}
+    for number, label, n in rows:
+        if number == run and int(n):
+            out[label] = out.get(label, 0) + int(n)
+    return dict(sorted(out.items()))
+
+
+def _run_status(
+    campaign: Campaign, run: dict[str, Any], calls: int, responses: dict[str, int]
+) -> dict[str, Any]:
     """A finished run: its contacts by status as they stood when it finished."""
     counts = run["contacts"] or {}
     return {
@@ -205,6 +248,7 @@ def _run_status(campaign: Campaign, run: dict[str, Any], calls: int) -> dict[str
         "total": sum(counts.values()),
         "contacts": _by_status(counts),
         "calls": calls,
+        "responses": responses,
         "scheduled_for": run["scheduled_for"],
         "started_at": run["started_at"],
         "finished_at": run["finished_at"],

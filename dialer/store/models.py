@@ -97,6 +97,17 @@ class Campaign(Base):
     days: Mapped[str | None] = mapped_column(String(40))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     schedule: Mapped[str | None] = mapped_column(String(120))
+    # The call script (dialer.script; docs/interface.md, "What an answered call hears").
+    # None everywhere: no script, the call is left to the person.
+    say: Mapped[str | None] = mapped_column(Text)  # a template: {column} from the contact
+    play: Mapped[str | None] = mapped_column(Text)  # or an audio URL
+    voice: Mapped[str | None] = mapped_column(String(40))
+    locale: Mapped[str | None] = mapped_column(String(10))
+    gender: Mapped[str | None] = mapped_column(String(10))
+    keys: Mapped[list[list[str]] | None] = mapped_column(Json)  # [[key, label], ...]
+    goodbye: Mapped[str | None] = mapped_column(Text)  # a template too
+    transfer_to: Mapped[str | None] = mapped_column(String(255))
+    max_duration: Mapped[int | None] = mapped_column(Integer)  # seconds after the answer
     # The distinct time-zone keys of its contacts (``Contact.zones``; None for "the
     # campaign's --timezone"): the tick checks the calling window once per key.
     zone_keys: Mapped[list[str | None]] = mapped_column(Json, default=list)
@@ -183,6 +194,12 @@ class Attempt(Base):
     result: Mapped[str | None] = mapped_column(String(16))
     cause: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    # What the person did with the call script: the label of the key pressed (None: no
+    # key, or one not listed) and the keys as given.
+    response: Mapped[str | None] = mapped_column(String(64))
+    digits: Mapped[str | None] = mapped_column(String(64))
+    # When the dialer asked the carrier to hang up (--max-duration), so it asks once.
+    hangup_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_attempt_campaign_status", "campaign_id", "status"),

@@ -15,6 +15,9 @@ so PostgreSQL keeps the counts as it changes the rows (migration 0003):
 - ``call_tally(campaign_id, run, n)``: +1 when an attempt gets its call id (row-level,
   ``UPDATE OF call_id`` with a ``WHEN``: the many other updates of an attempt never run
   it), -1 per call when attempts are deleted.
+- ``response_tally(campaign_id, run, label, n)``: the call script's responses by label,
+  kept the same way as ``call_tally`` (row-level, ``UPDATE OF response`` with a ``WHEN``;
+  migration 0005).
 
 The tables are insert-only: concurrent workers never wait for each other on a counter
 row, and a row is committed or rolled back with the change it counts, so the sums are
@@ -58,6 +61,17 @@ call_tally = Table(
     Index("ix_call_tally_campaign", "campaign_id"),
 )
 
+response_tally = Table(
+    "response_tally",
+    Base.metadata,
+    Column("id", BigId, primary_key=True),
+    Column("campaign_id", Integer, nullable=False),
+    Column("run", Integer, nullable=False),
+    Column("label", String(64), nullable=False),  # Attempt.response: a key's label
+    Column("n", Integer, nullable=False),
+    Index("ix_response_tally_campaign", "campaign_id"),
+)
+
 # PostgreSQL, one statement per table (run by dialects.postgresql): take every row of the campaigns that have more than one
 # row for a key, put back their sums (none where it is zero). Rows committed after
 # the statement's snapshot are not seen and stay; a row another compaction deleted
@@ -88,6 +102,19 @@ COMPACT = {
         INSERT INTO call_tally (campaign_id, run, n)
         SELECT campaign_id, run, sum(n) FROM d
         GROUP BY campaign_id, run HAVING sum(n) <> 0
+    """,
+    "response_tally": """
+        WITH d AS (
+            DELETE FROM response_tally
+            WHERE campaign_id IN (
+                SELECT campaign_id FROM response_tally
+                GROUP BY campaign_id, run, label HAVING count(*) > 1
+            )
+            RETURNING campaign_id, run, label, n
+        )
+        INSERT INTO response_tally (campaign_id, run, label, n)
+        SELECT campaign_id, run, label, sum(n) FROM d
+        GROUP BY campaign_id, run, label HAVING sum(n) <> 0
     """,
 }
 

@@ -25,6 +25,7 @@ from dialer.worker import nudge
 QUEUES = (nudge.CONTROL_QUEUE, "dialer.dial")
 TICK_SECONDS = 1.0
 SWEEP_SECONDS = 10.0
+HANGUP_SECONDS = 2.0  # --max-duration checks (dialer.worker.hangups)
 
 app = Celery("dialer", include=["dialer.worker.tasks"])
 
@@ -66,6 +67,7 @@ def configure(s: settings.Settings) -> None:
         task_routes={
             "dialer.tick": {"queue": "dialer.control"},
             "dialer.sweep": {"queue": "dialer.control"},
+            "dialer.hang_up": {"queue": "dialer.control"},
             # Published by `dialer campaign start` without Celery (dialer.worker.nudge).
             nudge.RELEASE_TASK: {"queue": nudge.CONTROL_QUEUE},
             "dialer.dial": {"queue": "dialer.dial"},
@@ -83,6 +85,11 @@ def configure(s: settings.Settings) -> None:
                 "task": "dialer.sweep",
                 "schedule": SWEEP_SECONDS,
                 "options": {"expires": 3 * SWEEP_SECONDS},
+            },
+            "hang_up": {
+                "task": "dialer.hang_up",
+                "schedule": HANGUP_SECONDS,
+                "options": {"expires": 2 * HANGUP_SECONDS},
             },
         },
         worker_hijack_root_logger=True,

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from dialer import clock, logs, metrics, settings
-from dialer.callbacks.receiver import callback_urls
+from dialer.callbacks.gate import callback_urls
 from dialer.carrier.errors import Action, CarrierError
 from dialer.carrier.request import CallRequest, InvalidCallRequest
 from dialer.policy import pacing, rules
@@ -168,7 +168,7 @@ def send(order: sending.SendOrder, *, record: bool = True) -> str | None:
         to=order.to,
         call_timeout=order.call_timeout,
         callback_url=callback,
-        callback_http_method="POST",
+        callback_http_method=order.callback_method,
         fallback_url=fallback,
         tag=order.tag,
     )

@@ -6,6 +6,7 @@ whose callbacks were lost, events that arrived before their call id was stored.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from dialer import clock
 from dialer.carrier import events
-from dialer.carrier.errors import CarrierError
+from dialer.carrier.errors import Action, CarrierError
 from dialer.state import common
 from dialer.state import events as applying
 from dialer.state import reconcile as reconciling
@@ -27,6 +28,10 @@ STALE_QUEUED = timedelta(seconds=30)  # queued this long and nobody ran it: publ
 RECONCILE_MARGIN = common.GRACE
 DEFAULT_CALL_TIMEOUT = common.DEFAULT_CALL_TIMEOUT
 UNCONFIRMED_LIMIT = timedelta(minutes=10)  # a held hangup is settled without the carrier
+# Seconds one sweep spends reading calls from the carrier at most: its reads share the
+# account's non-create budget (dialer.policy.requests, 1 a second by default) with call
+# control, and what it leaves is found again by the next sweep.
+READ_SECONDS = 8.0
 
 
 def sweep(now: datetime) -> dict[str, int]:
@@ -96,13 +101,18 @@ def reconcile(now: datetime, limit: int = 200) -> int:
             .limit(limit)
         ).all()
     settled = 0
+    deadline = time.monotonic() + READ_SECONDS
     for attempt_id, tag, sent_at, from_number, call_timeout, to in rows:
         wait = timedelta(seconds=call_timeout or DEFAULT_CALL_TIMEOUT) + RECONCILE_MARGIN
         if sent_at is not None and sent_at + wait > now:
             continue
+        if time.monotonic() > deadline:
+            break
         try:
             call_id = _find_call(from_number, to, tag, sent_at)
         except CarrierError as exc:
+            if exc.action is Action.RATE_LIMITED:
+                break  # the budget is spent (or call control goes first): next sweep
             log.warning(
                 "cannot reconcile attempt %s yet: %s",
                 attempt_id,
@@ -123,7 +133,10 @@ def recover_overdue(now: datetime, limit: int = 200) -> int:
     with db.session_scope() as session:
         overdue = reconciling.overdue_calls(session, now, limit)
     recovered = 0
+    deadline = time.monotonic() + READ_SECONDS
     for attempt_id, call_id in overdue:
+        if time.monotonic() > deadline:
+            break
         try:
             call = clients.carrier().get_call(call_id)
             log_ = (
@@ -132,6 +145,8 @@ def recover_overdue(now: datetime, limit: int = 200) -> int:
                 else []
             )
         except CarrierError as exc:
+            if exc.action is Action.RATE_LIMITED:
+                break  # the budget is spent (or call control goes first): next sweep
             log.warning(
                 "cannot read call %s of attempt %s yet: %s",
                 call_id,

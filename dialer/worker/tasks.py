@@ -10,6 +10,8 @@
   creates the call, and records what the carrier said (``dialer.worker.dialing``).
 - callback events are not tasks: the consumer threads of ``dialer.worker.applier``, which
   every worker runs beside these tasks, apply them in batches from the event stream.
+- ``hang_up`` (every two seconds) ends calls still up past their campaign's
+  ``--max-duration`` (``dialer.worker.hangups``).
 - ``sweep`` (every ten seconds) re-finds what a crash, a lost message or an ambiguous
   request left behind: expired leases, queued work nobody ran, ambiguous creates,
   events that arrived before their call id was stored (``dialer.worker.sweep``).
@@ -27,7 +29,7 @@ import logging
 from sqlalchemy.exc import DBAPIError
 
 from dialer import clock, logs
-from dialer.worker import applier, clients, dialing, nudge, scheduling
+from dialer.worker import applier, clients, dialing, hangups, nudge, scheduling
 from dialer.worker import sweep as sweeping
 from dialer.worker.app import app
 
@@ -70,6 +72,12 @@ def dial_batch(attempt_ids: list[int]) -> None:
 # Callbacks arrive on the event stream and are applied in batches by consumer threads
 # that every worker runs beside its task pool (dialer.worker.applier), not by a task per event.
 applier.install(app)
+
+
+@app.task(name="dialer.hang_up", **_retry_db)
+def hang_up() -> int:
+    """Calls still up past their campaign's --max-duration: ended (dialer.worker.hangups)."""
+    return hangups.hang_up_overdue(clock.now())
 
 
 @app.task(name="dialer.sweep", **_retry_db)

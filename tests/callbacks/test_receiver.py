@@ -28,7 +28,7 @@ from dialer import settings
 from dialer.callbacks import eventstream
 from dialer.callbacks.asyncstream import AsyncHandover
 from dialer.callbacks.eventstream import HandoverFailed
-from dialer.callbacks.receiver import PATH, callback_urls
+from dialer.callbacks.gate import PATH, callback_urls
 from dialer.dev.fleet import (
     RedisServer,
     free_port,
@@ -93,7 +93,9 @@ def test_valid_event_is_put_in_the_stream_before_the_answer(receiver) -> None:
 def test_escaped_text_that_can_be_stored_is_accepted(receiver) -> None:
     url, r = receiver
     before = queued(r)
-    body = b'{"eventType": "answer", "callId": "c-9", "x": "\\u00e9t\\u00e9 \\ud83d\\ude00 \\\\u0000"}'
+    body = (
+        b'{"eventType": "answer", "callId": "c-9", "x": "\\u00e9t\\u00e9 \\ud83d\\ude00 \\\\u0000"}'
+    )
     resp = requests.post(url + PATH, data=body, headers=basic(SECRET), timeout=5)
     assert resp.status_code == 200, resp.text
     assert queued(r) == before + 1
@@ -209,7 +211,11 @@ def test_other_events_are_accepted_and_kept(receiver) -> None:
 
 def test_wrong_method_and_path(receiver) -> None:
     url, _ = receiver
-    assert requests.get(url + PATH, headers=basic(SECRET), timeout=5).status_code == 405
+    assert requests.put(url + PATH, json=EVENT, headers=basic(SECRET), timeout=5).status_code == 405
+    # GET is for scripted calls' events, in the query string: none given is a 400, and
+    # without credentials it is refused before anything is read.
+    assert requests.get(url + PATH, headers=basic(SECRET), timeout=5).status_code == 400
+    assert requests.get(url + PATH + "?eventType=hangup&callId=c-9", timeout=5).status_code == 401
     assert requests.post(url + "/elsewhere", json=EVENT, timeout=5).status_code == 404
     assert requests.get(url + "/healthz", timeout=5).status_code == 200
 

@@ -22,7 +22,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, func, select
 
-from dialer.callbacks.receiver import PATH
+from dialer.callbacks.gate import PATH
 from dialer.dev.fleet import Fleet, RedisServer, wait_until
 from dialer.store.models import FINAL_ATTEMPT, Attempt
 from tests.helpers import database_named

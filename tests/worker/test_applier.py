@@ -19,7 +19,7 @@ from sqlalchemy import func, select, text
 
 from dialer import api, clock
 from dialer.callbacks import eventstream
-from dialer.callbacks.receiver import PATH
+from dialer.callbacks.gate import PATH
 from dialer.carrier import events
 from dialer.dev.fleet import Fleet, RedisServer, free_port, wait_until
 from dialer.state import common, release, send

@@ -21,13 +21,15 @@ from dialer.errors import ApiError
 
 COLUMNS = (
     'id, name, state, state_reason, from_number, "window", days, timezone, cps, '
-    "max_concurrent, max_attempts, retry_delay, call_timeout, schedule, run, zone_keys, "
+    "max_concurrent, max_attempts, retry_delay, call_timeout, schedule, run, "
+    "say, play, voice, locale, gender, keys, goodbye, transfer_to, max_duration, zone_keys, "
     "created_at, started_at, finished_at, next_run_at"
 )
 RUN_COLUMNS = "number, scheduled_for, started_at, finished_at, summary"
 
 Rows = list[Any]
-Found = tuple[tuple[Any, ...], Rows, Rows, Rows]  # campaign, runs, calls, contacts
+# campaign, runs, calls, contacts, responses (run, label, n)
+Found = tuple[tuple[Any, ...], Rows, Rows, Rows, Rows]
 Starting = tuple[str, int, str | None, str]  # state, run, schedule, timezone
 
 # A campaign's start (dialer.state.starting), "{p}" the driver's placeholder and "{lock}"
@@ -120,7 +122,11 @@ SELECT {COLUMNS},
     (SELECT coalesce(json_agg(json_build_array(status, zones, n)), '[]') FROM (
         SELECT status, zones, sum(n) AS n FROM contact_tally WHERE campaign_id = c.id
         GROUP BY status, zones
-    ) AS contacts)
+    ) AS contacts),
+    (SELECT coalesce(json_agg(json_build_array(run, label, n)), '[]') FROM (
+        SELECT run, label, sum(n) AS n FROM response_tally WHERE campaign_id = c.id
+        GROUP BY run, label HAVING sum(n) <> 0
+    ) AS responses)
 FROM campaign AS c WHERE id = %s
 """
 
@@ -139,8 +145,14 @@ class PostgresDriver(Driver):
         row = cursor.fetchone()
         if row is None:
             return None
-        *campaign, runs, calls, contacts = row
-        return tuple(campaign), decode_json(runs), decode_json(calls), decode_json(contacts)
+        *campaign, runs, calls, contacts, responses = row
+        return (
+            tuple(campaign),
+            decode_json(runs),
+            decode_json(calls),
+            decode_json(contacts),
+            decode_json(responses),
+        )
 
     def connection_errors(self) -> tuple[type[BaseException], ...]:
         import psycopg
@@ -163,6 +175,8 @@ _SQLITE = (
     "SELECT run, count(*) FROM attempt WHERE campaign_id = ? AND call_id IS NOT NULL GROUP BY run",
     "SELECT status, CASE WHEN status = 'pending' THEN zones END, count(*) FROM contact "
     "WHERE campaign_id = ? GROUP BY 1, 2",
+    "SELECT run, response, count(*) FROM attempt WHERE campaign_id = ? AND response IS NOT NULL "
+    "GROUP BY 1, 2",
 )
 
 
@@ -188,10 +202,10 @@ class SqliteDriver(Driver):
 
     def fetch_status(self, cursor: Any, campaign_id: int) -> Found | None:
         cursor.execute("BEGIN")
-        campaign, runs, calls, contacts = (
+        campaign, runs, calls, contacts, responses = (
             cursor.execute(sql, (campaign_id,)).fetchall() for sql in _SQLITE
         )
-        return (campaign[0], runs, calls, contacts) if campaign else None
+        return (campaign[0], runs, calls, contacts, responses) if campaign else None
 
     def connection_errors(self) -> tuple[type[BaseException], ...]:
         import sqlite3
