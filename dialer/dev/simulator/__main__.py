@@ -1,0 +1,5 @@
+"""``python -m dialer.dev.simulator``: the same as ``dialer simulator``."""
+
+from dialer.dev.simulator.cli import main
+
+raise SystemExit(main())
