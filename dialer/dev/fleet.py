@@ -164,10 +164,11 @@ class Fleet:
 
     def start_receiver(self, workers: int = 2) -> str:
         port = free_port()
-        self._spawn("receiver", receiver_command(port, workers))
         self.receiver_url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _ok(self.receiver_url + "/healthz"), 20, what="the receiver")
+        # Before it starts: the receiver builds a scripted call's gather URL from it.
         self.env["DIALER_CALLBACK_URL"] = self.receiver_url
+        self._spawn("receiver", receiver_command(port, workers))
+        wait_until(lambda: _ok(self.receiver_url + "/healthz"), 20, what="the receiver")
         return self.receiver_url
 
     def start_worker(
