@@ -329,6 +329,24 @@ class Gate:
             return UNSTORABLE
         return event_type, payload, json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
+    def warm(self) -> None:
+        """What a scripted call's answer needs, made before the first one arrives: the
+        script module (SQLAlchemy, the models), the database pool with one connection
+        open, the gather URL. Without it a process's first answers waited ~2 s for
+        imports and a connection (benchmarks/call_script.py's p99). A database out of
+        reach now is only logged: answers then wait for it, or get a 503."""
+        try:
+            from dialer.script.source import ScriptSource
+
+            if self._scripts is None:
+                self._scripts = ScriptSource()
+            self._scripts.warm()
+            s = settings.get()
+            if s.callback_url and s.callback_secret:
+                self._callback_url = callback_urls(s)[0]
+        except Exception as exc:
+            log.warning("could not prepare for call scripts yet: %s", type(exc).__name__)
+
     def scripted(self, payload: dict[str, str]) -> Answer:
         """The answer to a GET callback already in the stream: for ``answer`` and
         ``gather``, the call script's next BXML document (dialer.script); blocking (it

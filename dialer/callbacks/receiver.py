@@ -251,6 +251,8 @@ class AsgiReceiver:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # Ready to answer a scripted call's first answer as fast as its hundredth.
+                await asyncio.to_thread(self._gate.warm)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # Requests in flight have had their answers (uvicorn waits for them).

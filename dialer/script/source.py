@@ -55,6 +55,13 @@ class ScriptSource:
             self._engine = db.engine()
         return self._engine
 
+    def warm(self) -> None:
+        """Open the pool's first connection now (see dialer.callbacks.gate: warm)."""
+        from sqlalchemy import text
+
+        with self._bind().connect() as conn:
+            conn.execute(text("SELECT 1"))
+
     def script(self, campaign_id: int) -> Script | None:
         now = time.monotonic()
         hit = self._scripts.get(campaign_id)
