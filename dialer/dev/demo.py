@@ -43,6 +43,8 @@ WORKER_THREADS = 16  # half production's 32: one SQLite connection serves them a
 RECEIVER_THREADS = 16  # requests the demo's receiver serves at once
 EXPORT_NAME = "dialer-demo-export.csv"
 DEADLINE = 120  # seconds the campaign may take before the demo gives up
+# The call script every answered call hears (BXML the receiver serves; dialer.script).
+SAY = "Hello {name}. Press 1 to confirm your appointment, 2 to cancel, 9 to stop these calls."
 
 
 class _MemoryTransport(memory.Transport):
@@ -145,7 +147,17 @@ def _run(console: Any, workdir: Path) -> tuple[dict[str, Any], dict[str, Any], f
     with contextlib.ExitStack() as stack:
         sim = Simulator(
             SimConfig(
-                outcomes=OUTCOMES, answer_delay=0.1, talk_time=0.1, no_answer_delay=0.3, seed=7
+                outcomes=OUTCOMES,
+                answer_delay=0.1,
+                talk_time=0.1,
+                no_answer_delay=0.3,
+                seed=7,
+                # The people who answer hear the script and press a key, mostly.
+                people="press=0.8,wait=0.1,hangup=0.1",
+                keys="1=0.6,2=0.3,9=0.1",
+                speech_seconds=0.2,
+                press_delay=0.1,
+                time_scale=0.1,
             )
         )
         sim_url = sim.start("127.0.0.1", 0)
@@ -203,6 +215,9 @@ def _run(console: Any, workdir: Path) -> tuple[dict[str, Any], dict[str, Any], f
             retry_delay=RETRY_DELAY,
             call_timeout=CALL_TIMEOUT,
             tag_fields=["account"],
+            say=SAY,
+            keys="1=confirmed,2=cancelled,9=opt-out",
+            goodbye="Thank you, {name}. Goodbye.",
         )
         console.print(
             f"imported {report['rows']} rows: {report['imported']} to dial, "
@@ -343,6 +358,11 @@ def _summary(
     table.add_row("attempts", f"{sum(tries)} ({sum(tries) - sum(1 for n in tries if n)} retries)")
     table.add_row("calls made", str(calls))
     table.add_row("answer rate", f"{answered / max(dialable, 1):.0%} of {dialable}")
+    responses = status.get("responses") or {}
+    table.add_row(
+        "responses",
+        ", ".join(f"{label} {n}" for label, n in responses.items()) or "none",
+    )
     table.add_row("calls per second", f"{calls / max(duration, 1e-6):.1f} (limit {RATE})")
     table.add_row("campaign took", f"{duration:.1f} s")
     table.add_row("demo took", f"{total:.1f} s")

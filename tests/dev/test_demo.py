@@ -96,3 +96,12 @@ def test_demo_runs_a_whole_campaign_without_services(tmp_path: Path) -> None:
         counted[row["status"]] = counted.get(row["status"], 0) + 1
     assert counted == by_status
     assert sum(int(row["attempts"] or 0) for row in export) == attempts
+    # The call script: the summary's responses are the export's, label by label.
+    responses: dict[str, int] = {}
+    for row in export:
+        if row["response"]:
+            assert row["status"] == "answered" and row["digits"], row
+            responses[row["response"]] = responses.get(row["response"], 0) + 1
+    shown = dict(re.findall(r"([a-z-]+) (\d+)", rows["responses"]))
+    assert {k: int(v) for k, v in shown.items()} == responses
+    assert set(responses) <= {"confirmed", "cancelled", "opt-out"} and responses
