@@ -151,6 +151,34 @@ def test_exposition_is_prometheus_text_with_a_cumulative_lag_histogram(recorder)
     assert [(s.name, s.value) for s in created] == [("dialer_calls_created_total", 0.0)]
 
 
+def test_call_script_metrics_responses_requests_and_answer_to_script(recorder) -> None:
+    rec, url = recorder
+    metrics.response("confirmed")
+    metrics.response("confirmed")
+    metrics.response(None)
+    metrics.control_request("bxml-answer", "ok")
+    metrics.control_request("control", "rate-limited")
+    metrics.answer_to_script(0.004)
+    metrics.answer_to_script(0.2)
+    assert rec.flush()
+    collector = metrics.FleetCollector(lambda: stored(url), lambda: ({}, {}))
+    families = {f.name: f for f in text_string_to_metric_families(_expose(collector))}
+    responses = {s.labels["label"]: s.value for s in families["dialer_responses"].samples}
+    assert responses == {"confirmed": 2, "none": 1}
+    requests_ = {
+        (s.labels["kind"], s.labels["outcome"]): s.value
+        for s in families["dialer_control_requests"].samples
+    }
+    assert requests_ == {("bxml-answer", "ok"): 1, ("control", "rate-limited"): 1}
+    silence = {
+        (s.name, s.labels.get("le")): s.value
+        for s in families[metrics.ANSWER_TO_SCRIPT].samples
+    }
+    assert silence[(metrics.ANSWER_TO_SCRIPT + "_bucket", "0.005")] == 1
+    assert silence[(metrics.ANSWER_TO_SCRIPT + "_bucket", "0.25")] == 2
+    assert silence[(metrics.ANSWER_TO_SCRIPT + "_count", None)] == 2
+
+
 def _expose(collector: metrics.FleetCollector) -> str:
     from prometheus_client import CollectorRegistry, generate_latest
 
