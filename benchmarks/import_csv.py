@@ -1,6 +1,7 @@
 """Import a generated contacts CSV into PostgreSQL and report rows/s, seconds, peak RSS.
 
     python benchmarks/import_csv.py [--rows 1000000] [--database-url URL [--fresh]] [--keep-csv PATH]
+                                    [--breakdown]
 
 The file has ~2% invalid numbers, ~1% repeats of earlier rows and ~1% of its numbers on a
 global do-not-call list, plus three context columns, in mixed spellings. Without
@@ -9,7 +10,8 @@ global do-not-call list, plus three context columns, in mixed spellings. Without
 own (CSV generation and the DNC load excluded), with the CPU it took per row in this
 process and in the PostgreSQL backend that ran the COPY (``/proc/<pid>/stat``: the
 server must be on this machine); peak RSS is the whole process's, generation included
-(it streams, so it stays small).
+(it streams, so it stays small). ``--breakdown`` then copies the imported rows again with
+one thing PostgreSQL does per row taken away at a time (``breakdown``).
 """
 
 from __future__ import annotations
@@ -98,6 +100,77 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# The columns a breakdown copies; campaign_id comes from the column's default, set to the
+# campaign each variant makes in its own transaction (as `campaign create` does).
+_COPIED = "row, phone, e164, status, reason, context, attempts, due_at, zones"
+
+_CONTACT_INDEXES = """
+    SELECT i.relname, c.conname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+      LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid
+     WHERE x.indrelid = 'contact'::regclass ORDER BY 1
+"""
+_CONTACT_FK = """
+    SELECT conname FROM pg_constraint
+     WHERE conrelid = 'contact'::regclass AND confrelid = 'campaign'::regclass AND contype = 'f'
+"""
+
+
+def breakdown(url: str, campaign_id: int, workdir: Path) -> list[tuple[str, float]]:
+    """Backend CPU of COPYing the imported contacts again, as they are and with one thing
+    PostgreSQL does per row taken away (the foreign key to campaign, the tally trigger,
+    each index), each in a transaction rolled back: what each costs an import. Changes
+    the schema inside those transactions, so only for a database of its own."""
+    data = workdir / "contacts.copy"
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        query = f"SELECT {_COPIED} FROM contact WHERE campaign_id = {int(campaign_id)} ORDER BY row"
+        cursor = raw.cursor()  # type: ignore[union-attr]
+        with cursor, cursor.copy(f"COPY ({query}) TO STDOUT") as copy, data.open("wb") as f:
+            for block in copy:
+                f.write(block)
+        indexes = conn.execute(text(_CONTACT_INDEXES)).all()
+        fk = conn.scalar(text(_CONTACT_FK))
+    drop = {
+        index: f"ALTER TABLE contact DROP CONSTRAINT {constraint} CASCADE"
+        if constraint
+        else f"DROP INDEX {index}"
+        for index, constraint in indexes
+    }
+    no_fk = f"ALTER TABLE contact DROP CONSTRAINT {fk}"
+    no_tally = "ALTER TABLE contact DISABLE TRIGGER contact_tally_insert"
+    variants = [
+        ("as it is", []),
+        (f"without the foreign key {fk}", [no_fk]),
+        ("without the tally trigger", [no_tally]),
+        *((f"without {index}", [statement]) for index, statement in drop.items()),
+        ("without all of them (heap, jsonb, WAL only)", [no_fk, no_tally, *drop.values()]),
+    ]
+    out = []
+    for label, ddl in variants:
+        with Session(engine) as session:
+            campaign = Campaign(
+                name="breakdown", from_number="+19195550000", created_at=clock.now()
+            )
+            session.add(campaign)
+            session.flush()
+            for statement in ddl:
+                session.execute(text(statement))
+            default = f"ALTER TABLE contact ALTER COLUMN campaign_id SET DEFAULT {campaign.id}"
+            session.execute(text(default))
+            backend = int(session.scalar(text("SELECT pg_backend_pid()")) or 0)
+            cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+            before = cpu_seconds(backend)
+            statement = f"COPY contact ({_COPIED}) FROM STDIN"
+            with cursor, cursor.copy(statement) as copy, data.open("rb") as f:
+                while block := f.read(1 << 20):
+                    copy.write(block)
+            out.append((label, cpu_seconds(backend) - before))
+            session.rollback()
+    engine.dispose()
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -106,7 +179,14 @@ def main(argv: list[str] | None = None) -> None:
         "--fresh", action="store_true", help="drop, create and migrate --database-url first"
     )
     parser.add_argument("--keep-csv", type=Path, help="write the CSV here and keep it")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="then what the foreign key, the tally trigger and each index cost the COPY",
+    )
     args = parser.parse_args(argv)
+    if args.breakdown and not (args.database_url is None or args.fresh):
+        parser.error("--breakdown changes the schema (rolled back): only with --fresh")
 
     url = args.database_url or DEFAULT_URL
     load_at_start = load_average()
@@ -136,7 +216,9 @@ def main(argv: list[str] | None = None) -> None:
             seconds = time.perf_counter() - started
             python_cpu = own_cpu_seconds() - python0
             server_cpu = cpu_seconds(backend) - server0
+            campaign_id = campaign.id
         engine.dispose()
+        costs = breakdown(url, campaign_id, Path(tmp)) if args.breakdown else []
 
     print(describe(url, load_at_start))
     print(f"file: {args.rows:,} rows, {size_mb:.1f} MB (generated in {generated:.1f} s)")
@@ -152,6 +234,11 @@ def main(argv: list[str] | None = None) -> None:
         + ("" if server_cpu else " (not on this machine?)")
     )
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
+    if costs:
+        print("COPY of the same rows again, PostgreSQL backend CPU (µs per row):")
+        whole = costs[0][1]
+        for label, cpu in costs:
+            print(f"  {label:56s} {cpu * per_row:5.1f}  ({(cpu - whole) * per_row:+5.1f})")
 
 
 if __name__ == "__main__":
