@@ -269,3 +269,30 @@ def test_a_nul_in_the_file_is_refused_before_any_insert(session: Session, tmp_pa
     with pytest.raises(ContactFileError, match="NUL byte on line 3"):
         import_contacts(session, make_campaign(session), path)
     assert session.scalar(text("SELECT count(*) FROM contact")) == 0
+
+
+@pytest.mark.parametrize(
+    "header",
+    [["phone", "name", "note"], ["name", "note", "phone"], ["phone"]],
+    ids=["phone first", "phone last", "phone only"],
+)
+def test_the_phone_anywhere_in_the_header(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, header: list[str]
+) -> None:
+    phones = ["(919) 555-1212", "919-555-1212", "+19195551213", "n/a", "sip:a@example.com"]
+    at = header.index("phone")
+    path = tmp_path / "positions.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for n, phone in enumerate(phones):
+            fields = [f"{name} {n}" for name in header]
+            fields[at] = phone
+            writer.writerow(fields)
+    (new_report, _, new_rows), (old_report, _, old_rows) = import_both_ways(
+        session, path, monkeypatch
+    )
+    assert new_rows == old_rows and new_report == old_report
+    assert [r[3] for r in new_rows] == ["pending", "duplicate", "pending", "invalid", "pending"]
+    expected = {name: f"{name} 0" for name in header if name != "phone"}
+    assert new_rows[0][5] == expected
