@@ -259,21 +259,18 @@ def _copy_chunks(
             if not fields:
                 continue  # a blank line is not a row (csv gives [] for it)
             row += 1
-            digits = None
+            digits = refused = None
             if len(fields) == width:
                 phone = fields[phone_at]
                 digits = common_nanp(phone, region)
                 if digits is not None and needs_escaping("".join(fields)) is not None:
                     digits = None
+                if digits is not None and row_check is not None:
+                    context = {c: fields[i] for i, c in rows.context_columns}
+                    refused = row_check(context)
             if digits is None:
                 append(line(_values(campaign_id, classify(fields, row), due, dumps)))
-            elif (
-                row_check is not None
-                and (
-                    refused := row_check(context := {c: fields[i] for i, c in rows.context_columns})
-                )
-                is not None
-            ):
+            elif refused is not None:
                 # As classify would: a dialable number the check refuses is invalid.
                 item = (row, phone, None, ContactStatus.INVALID, refused, context, None)
                 report.invalid += 1
