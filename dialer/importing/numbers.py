@@ -148,6 +148,31 @@ def _valid_nanp_cached(digits: str) -> bool:
     return valid
 
 
+# The spellings nearly every row of a big NANP file has, matched on the field as it
+# stands: "+19195551212", "(919) 555-1212", "919-555-1212", "919.555.1212", "9195551212",
+# "1 919 555 1212", "+1 (919) 555-1212". Every string it matches is, with " ()-." taken
+# out, what _NANP_SPELLING matches, with no space around it and not a SIP or tel: URI, so
+# ``normalize`` would take its fast path on it with the same digits (common_nanp).
+_COMMON_NANP = re.compile(
+    r"(?:(\+)1[ .-]?|1[ .-]?)?(?:\(([2-9][0-9]{2})\) ?|([2-9][0-9]{2})[ .-]?)"
+    r"([0-9]{3})[ .-]?([0-9]{4})"
+)
+
+
+def common_nanp(raw: str, region: str) -> str | None:
+    """The ten digits of ``raw`` when it is a NANP number in a common spelling that
+    ``normalize`` accepts (it would return "+1" and these digits), else None: then ask
+    ``normalize``. The import's fast path: one regex and a cached verdict."""
+    match = _COMMON_NANP.fullmatch(raw)
+    if match is None:
+        return None
+    plus, bracketed, area, exchange, line = match.groups()
+    if plus is None and region not in _NANP_FAST_REGIONS:
+        return None
+    digits = (bracketed or area) + exchange + line
+    return digits if _valid_nanp_cached(digits) else None
+
+
 def normalize(raw: str, region: str) -> tuple[str | None, str | None]:
     """``(address, None)`` for a dialable number or SIP URI, else ``(None, reason)``.
 

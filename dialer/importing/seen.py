@@ -39,6 +39,12 @@ class SeenAddresses:
         key = int(address[1:])
         if key == _EMPTY or key >= 1 << 63:
             return self._add_other(address)
+        return self.add_number(key)
+
+    def add_number(self, key: int) -> bool:
+        """``add`` of the number whose E.164 digits are ``key`` (``add("+19195551212")`` is
+        ``add_number(19195551212)``): for a caller that has the digits already.
+        ``0 < key < 2**63``."""
         table, capacity = self._table, self._capacity
         i = key * _MIX % capacity
         while True:

@@ -115,6 +115,18 @@ class Queries(ABC):
         """Insert many rows, streamed: each a tuple of ``columns``' values, a JSON column's
         value already as its JSON text (what COPY takes, so no row is encoded twice)."""
 
+    # Whether ``copy_text`` takes rows as PostgreSQL COPY text (else ``bulk_insert`` only).
+    takes_copy_text = False
+
+    def copy_text(
+        self, session: Session, table: Table, columns: Sequence[str], chunks: Iterable[str]
+    ) -> None:
+        """Insert rows given as PostgreSQL COPY text (text format: a line a row, fields in
+        the order of ``columns``, tab-separated, ``\\N`` for NULL), streamed in chunks of
+        whole lines; for a caller that formats big imports itself (importing/copytext.py).
+        Only where ``takes_copy_text``."""
+        raise NotImplementedError(f"{self.name} takes rows through bulk_insert, not COPY text")
+
     @abstractmethod
     def insert_ignoring_conflicts(self, table: Any) -> PostgresInsert | SqliteInsert:
         """An INSERT into ``table`` (a model or Table) that skips rows conflicting with any

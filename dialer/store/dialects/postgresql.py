@@ -150,6 +150,18 @@ class PostgresQueries(Queries):
             for row in rows:
                 write(row)
 
+    takes_copy_text = True
+
+    def copy_text(
+        self, session: Session, table: Table, columns: Sequence[str], chunks: Iterable[str]
+    ) -> None:
+        """COPY, the caller's text as it is: big chunks, no per-row call here."""
+        cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+        names = ", ".join(f'"{c}"' for c in columns)
+        with cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            for chunk in chunks:
+                copy.write(chunk)
+
     def insert_ignoring_conflicts(self, table: Any) -> postgresql.Insert:
         return postgresql.insert(table).on_conflict_do_nothing()
 
