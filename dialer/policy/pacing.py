@@ -114,9 +114,7 @@ class Reservation:
 
 
 class Backend(Protocol):
-    def reserve(
-        self, limits: list[Limit], max_wait: float, hold_key: str = ...
-    ) -> Reservation: ...
+    def reserve(self, limits: list[Limit], max_wait: float, hold_key: str = ...) -> Reservation: ...
     def hold(self, until_epoch: float, hold_key: str = ...) -> None: ...
     def flag(self, name: str, seconds: float) -> None: ...
     def flagged(self, name: str) -> bool: ...
@@ -124,6 +122,7 @@ class Backend(Protocol):
     def share(self, campaign_id: int) -> float | None: ...
     def shares(self, campaign_ids: list[int]) -> dict[int, float | None]: ...
     def waits(self, campaign_ids: list[int]) -> dict[int, float]: ...
+    def number_waits(self, numbers: list[str]) -> dict[str, float]: ...
     def try_lock(self, name: str, seconds: float) -> str | None: ...
     def unlock(self, name: str, token: str) -> None: ...
 
@@ -147,7 +146,7 @@ def limits_for(
     """
     limits = [
         Limit(ACCOUNT_KEY, account_cps * PACE_MARGIN),
-        Limit(f"dialer:pace:from:{from_number}", number_cps * PACE_MARGIN),
+        Limit(number_key(from_number), number_cps * PACE_MARGIN),
     ]
     pace = share or campaign_cps
     if pace:
@@ -160,6 +159,11 @@ def limits_for(
 
 def campaign_key(campaign_id: int) -> str:
     return f"dialer:pace:campaign:{campaign_id}"
+
+
+def number_key(from_number: str) -> str:
+    """A ``from`` number's pace, shared by every campaign that calls from it."""
+    return f"dialer:pace:from:{from_number}"
 
 
 def fair_shares(account_cps: float, campaigns: dict[int, float | None]) -> dict[int, float]:
@@ -250,6 +254,14 @@ class RedisBackend:
         account, *each = (float(w) for w in self._waits(keys=keys))
         return {cid: max(account, w) for cid, w in zip(campaign_ids, each, strict=True)}
 
+    def number_waits(self, numbers: list[str]) -> dict[str, float]:
+        """Seconds until each ``from`` number's next slot is free (a hold included): one
+        call for a caller-id pool's every number (dialer.policy.callerids)."""
+        if not numbers:
+            return {}
+        waits = self._waits(keys=[HOLD_KEY, *map(number_key, numbers)])
+        return {n: float(w) for n, w in zip(numbers, waits, strict=True)}
+
     def try_lock(self, name: str, seconds: float) -> str | None:
         """A lock nobody holds, for ``seconds`` at most: its token, or None."""
         token = uuid.uuid4().hex
@@ -326,6 +338,12 @@ class LocalBackend:
             return {
                 cid: max(base, self._tat.get(campaign_key(cid), 0.0)) - now for cid in campaign_ids
             }
+
+    def number_waits(self, numbers: list[str]) -> dict[str, float]:
+        with self._lock:
+            now = time.time()
+            base = max(now, self._hold_until)
+            return {n: max(base, self._tat.get(number_key(n), 0.0)) - now for n in numbers}
 
     def try_lock(self, name: str, seconds: float) -> str | None:
         with self._lock:
