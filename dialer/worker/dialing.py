@@ -170,6 +170,7 @@ def take_slot(
         share=shares[order.campaign_id],
     )
     tolerance = max(LATE_SLOT, 0.5 / min(lim.rate for lim in limits))
+    number = limits[1]  # the ``from`` number's limit (pacing.limits_for)
     for _ in range(3):
         slot = clients.pacer().reserve(limits, MAX_WAIT)
         if not slot.reserved:
@@ -180,7 +181,12 @@ def take_slot(
         if slot.wait > 0:
             metrics.rate_limit_wait("pace-sleep", slot.wait)
             time.sleep(slot.wait)
-        if time.monotonic() - due <= tolerance:
+        late = time.monotonic() - due
+        if late <= min(tolerance, pacing.NUMBER_LATE):
+            return None
+        # Late: go only if the number's next call was not booked meanwhile (it would
+        # come less than an interval after this one), pushing it back if it was not.
+        if late <= tolerance and clients.pacer().late(number, slot.at):
             return None
     return None
 
