@@ -226,7 +226,7 @@ def test_a_late_send_goes_only_if_the_numbers_next_slot_is_not_booked(
     # Nobody booked the next slot: the late send goes and the next is an interval later.
     assert b.late(number, first.at)
     after = b.number_waits(["+19195550001"])["+19195550001"]
-    assert after == pytest.approx(1.0, abs=0.05)
+    assert 0.75 < after <= 1.0  # an interval after the late send (less the time since)
     # The next slot is booked; a late send of the first slot must not go now.
     second = b.reserve([number], 2.0)
     assert second.reserved
@@ -238,5 +238,5 @@ def test_number_waits_read_every_pool_number_at_once(backend: pacing.RedisBacken
     numbers = ["+19195550001", "+19195550002"]
     backend.reserve([pacing.Limit(pacing.number_key(numbers[0]), 1.0)], 1.0)
     waits = backend.number_waits(numbers)
-    assert waits[numbers[0]] == pytest.approx(1.0, abs=0.05)
-    assert waits[numbers[1]] == pytest.approx(0.0, abs=0.01)
+    assert 0.75 < waits[numbers[0]] <= 1.0
+    assert waits[numbers[1]] == 0.0
