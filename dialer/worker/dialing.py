@@ -171,6 +171,10 @@ def take_slot(
     )
     tolerance = max(LATE_SLOT, 0.5 / min(lim.rate for lim in limits))
     number = limits[1]  # the ``from`` number's limit (pacing.limits_for)
+    # When the number sets the pace (a pool's call), a late send must not crowd the
+    # number's next call: beyond NUMBER_LATE it checks first (pacing.Backend.late).
+    strict = number.rate <= min(lim.rate for lim in limits)
+    on_time = min(tolerance, pacing.NUMBER_LATE) if strict else tolerance
     for _ in range(3):
         slot = clients.pacer().reserve(limits, MAX_WAIT)
         if not slot.reserved:
@@ -182,11 +186,11 @@ def take_slot(
             metrics.rate_limit_wait("pace-sleep", slot.wait)
             time.sleep(slot.wait)
         late = time.monotonic() - due
-        if late <= min(tolerance, pacing.NUMBER_LATE):
+        if late <= on_time:
             return None
         # Late: go only if the number's next call was not booked meanwhile (it would
         # come less than an interval after this one), pushing it back if it was not.
-        if late <= tolerance and clients.pacer().late(number, slot.at):
+        if strict and late <= tolerance and clients.pacer().late(number, slot.at):
             return None
     return None
 
