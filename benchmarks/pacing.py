@@ -9,7 +9,7 @@
 DIALER_NUMBER_CPS=1 and a high account rate, against a simulator that refuses more than 1
 call/s per number (403 call-rate-limit over its 10-second window); per number and
 overall: target, achieved, the busiest 1-second window, and the carrier's 403s. Two
-workers; about 45 s by default (``--seconds 6`` of calls per pool).
+workers; under a minute by default (``--seconds 5`` of calls per pool).
 
 For each combination a campaign with ``--cps TARGET`` runs against the simulator set
 to refuse anything faster (403 call-rate-limit over its 10-second window), and the
@@ -227,7 +227,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, nargs="*", default=[1, 2, 4])
     p.add_argument("--rates", type=float, nargs="*", default=[1, 10, 50])
-    p.add_argument("--seconds", type=float, help="length of each run (>= 10; default 15, pools 6)")
+    p.add_argument("--seconds", type=float, help="length of each run (>= 10; default 15, pools 5)")
     p.add_argument(
         "--pools",
         type=int,
@@ -244,7 +244,7 @@ def main() -> int:
     if args.pools is not None:
         with tempfile.TemporaryDirectory(prefix="dialer-pacing-") as tmp:
             pool_rows = run_pools(
-                args.pools or [1, 5, 20], args.seconds or 6, args.database_url, Path(tmp)
+                args.pools or [1, 5, 20], args.seconds or 5, args.database_url, Path(tmp)
             )
         print(
             f"machine: {platform.platform()}, {os.cpu_count()} CPUs, "
