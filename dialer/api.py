@@ -36,6 +36,7 @@ from dialer.store import export as export_columns
 from dialer.store.models import (
     Attempt,
     AttemptStatus,
+    CallerId,
     Campaign,
     CampaignRun,
     CampaignState,
@@ -66,11 +67,9 @@ __all__ = [
 
 EXPORT_COLUMNS = export_columns.COLUMNS  # then the context columns
 RULE_FIELDS = controls.RULE_FIELDS  # what ``update`` (and `campaign update`) can change
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
 
 def _check_options(
-    from_number: str,
     *,
     region: str,
     cps: float | None,
@@ -86,8 +85,6 @@ def _check_options(
 ) -> None:
     from dialer.state import tags
 
-    if not _E164.match(from_number):
-        raise ApiError(f"--from must be an E.164 number like +19195551212, got {from_number!r}")
     if not re.match(r"^[A-Z]{2}$", region):
         raise ApiError(f"--region must be a two-letter country code like US, got {region!r}")
     _check_rules(
@@ -145,7 +142,7 @@ def _check_rules(
 
 def create_campaign(
     name: str,
-    from_number: str,
+    from_number: str | Iterable[str] | None,
     contacts: str | Path | Iterable[Mapping[str, Any]],
     *,
     phone_column: str = "phone",
@@ -171,8 +168,21 @@ def create_campaign(
     goodbye: str | None = None,
     transfer_to: str | None = None,
     max_duration: int | None = None,
+    from_file: str | Path | None = None,
+    local_presence: bool = False,
+    record: bool = False,
+    record_format: str | None = None,
+    record_max: int | None = None,
+    transcribe: bool = False,
+    sip_headers: Mapping[str, str] | Iterable[str] | None = None,
+    callback_timeout: int | None = None,
 ) -> dict[str, Any]:
     """Create a draft campaign from a CSV file (or rows) and return the import report.
+
+    ``from_number`` is one number, a comma-separated list or a list; ``from_file`` a CSV
+    of numbers (column ``phone``, optional ``label``): together the caller-id pool
+    (docs/interface.md, "Caller ids"). ``record`` … ``callback_timeout`` pass to every
+    call (docs/interface.md, "Recording and carrier options").
 
     Every row becomes a contact, the bad ones too, with their status and reason. The
     call script (``say`` … ``max_duration``; docs/interface.md, "What an answered call
@@ -181,6 +191,8 @@ def create_campaign(
     """
     import tempfile
 
+    from dialer.carrier import options
+    from dialer.importing.callers import parse_pool
     from dialer.importing.contacts import import_contacts
     from dialer.importing.dnc import add_suppressions
     from dialer.importing.files import ContactFileError, read_columns
@@ -188,8 +200,20 @@ def create_campaign(
 
     tag_fields = list(tag_fields)
     region = region.upper()
+    if not re.match(r"^[A-Z]{2}$", region):
+        raise ApiError(f"--region must be a two-letter country code like US, got {region!r}")
+    pool = parse_pool(from_number, from_file, region=region)
+    call_options = options.check(
+        {
+            "record": record,
+            "record_format": record_format,
+            "record_max": record_max,
+            "transcribe": transcribe,
+            "sip_headers": sip_headers,
+            "callback_timeout": callback_timeout,
+        }
+    )
     _check_options(
-        from_number,
         region=region,
         cps=cps,
         max_concurrent=max_concurrent,
@@ -218,9 +242,7 @@ def create_campaign(
             "max_duration": max_duration,
         }  # fmt: skip
         try:
-            script = spec.build(
-                **script_options, columns=[c for c in columns if c != phone_column]
-            )
+            script = spec.build(**script_options, columns=[c for c in columns if c != phone_column])
         except spec.ScriptError as exc:
             raise ApiError(str(exc)) from None
         missing = [f for f in tag_fields if f not in columns or f == phone_column]
@@ -232,7 +254,10 @@ def create_campaign(
         with db.session_scope() as session:
             campaign = Campaign(
                 name=name,
-                from_number=from_number,
+                from_number=pool[0].e164,
+                from_count=len(pool),
+                local_presence=local_presence or None,
+                **{k: v if v is not False else None for k, v in call_options.items()},
                 state=CampaignState.DRAFT,
                 region=region,
                 phone_column=phone_column,
@@ -252,6 +277,10 @@ def create_campaign(
             )
             session.add(campaign)
             session.flush()
+            session.add_all(
+                CallerId(campaign_id=campaign.id, e164=e.e164, label=e.label, state="active")
+                for e in pool
+            )
             try:
                 for dnc_file in dnc:
                     add_suppressions(session, dnc_file, campaign_id=campaign.id, region=region)
@@ -365,13 +394,25 @@ def update(
     the campaign's --cps or --max-concurrent, the schedule, a call script option).
     ``script_options``: ``say``, ``play``, ``voice``, ``locale``, ``gender``, ``keys``,
     ``goodbye``, ``transfer_to``, ``max_duration``; calls answered from then on hear the
-    new script. Returns the status, with ``changed`` listing the fields that changed.
+    new script. Also ``record``, ``record_format``, ``record_max``, ``transcribe``,
+    ``sip_headers``, ``callback_timeout`` and ``local_presence``: calls sent from then on
+    carry them. Returns the status, with ``changed`` listing the fields that changed.
     """
+    from dialer.carrier import options
     from dialer.script import spec
 
+    call_options = {
+        k: script_options.pop(k) for k in controls.CALL_OPTION_FIELDS if k in script_options
+    }
     unknown = sorted(set(script_options) - set(spec.FIELDS))
     if unknown:
         raise ApiError(f"update: unknown option(s): {', '.join(unknown)}")
+    if "local_presence" in call_options and not isinstance(
+        call_options["local_presence"], bool | None
+    ):
+        raise ApiError("--local-presence must be true or false")
+    # False and None both mean "off": stored as NULL, as create stores them.
+    call_options = {k: None if v is False else v for k, v in options.check(call_options).items()}
     given: dict[str, Any] = {
         k: v
         for k, v in {
@@ -410,6 +451,7 @@ def update(
                 raise ApiError(str(exc)) from None
             built = script.as_row()
             given |= {k: built[k] for k in script_options}
+        given |= call_options
         changed = controls.update_rules(session, campaign, given, clock.now())
     if changed:
         log.info("campaign %s: rules changed: %s", campaign_id, ", ".join(changed))

@@ -27,7 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     csub = camp.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
     create = csub.add_parser("create", help="create a campaign from a CSV of contacts")
     create.add_argument("--name", required=True)
-    create.add_argument("--from", dest="from_number", required=True, metavar="E164")
+    create.add_argument(
+        "--from", dest="from_number", metavar="E164[,E164...]", help="one number or a pool"
+    )
+    create.add_argument(
+        "--from-file", metavar="FILE.csv", help="caller-id pool: column phone, optional label"
+    )
     create.add_argument("--contacts", required=True, metavar="FILE.csv")
     create.add_argument("--json", action="store_true", help="print the report as JSON")
     create.add_argument("--phone-column", default="phone")
@@ -44,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--dnc", action="append", default=[], metavar="FILE.csv")
     create.add_argument("--tag-field", action="append", default=[], metavar="COLUMN")
     _script_options(create, str, int)
+    _call_options(create, update=False)
     upd = csub.add_parser(
         "update",
         help="change a campaign's rules for work not yet sent",
@@ -62,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     upd.add_argument("--retry-delay", type=int, metavar="SECONDS")
     upd.add_argument("--schedule", type=_or_none(str), metavar="CRON")
     _script_options(upd, _or_none(str), _or_none(int))
+    _call_options(upd, update=True)
     for action in ("start", "pause", "resume", "cancel"):
         a = csub.add_parser(action, help=f"{action} a campaign")
         a.add_argument("id", type=int)
@@ -118,6 +125,37 @@ def _script_options(p: argparse.ArgumentParser, text: Any, number: Any) -> None:
     g.add_argument("--goodbye", type=text, metavar="TEXT")
     g.add_argument("--transfer-to", type=text, metavar="E164")
     g.add_argument("--max-duration", type=number, metavar="SECONDS")
+
+
+# Caller ids and every call's create-call options (docs/interface.md, "Caller ids",
+# "Recording and carrier options").
+CALL_OPTIONS = (
+    "local_presence", "record", "record_format", "record_max", "transcribe", "sip_headers",
+    "callback_timeout",
+)  # fmt: skip
+
+
+def _call_options(p: argparse.ArgumentParser, *, update: bool) -> None:
+    g = p.add_argument_group("caller ids, recording and carrier options")
+    flag: dict[str, Any] = (
+        {"action": argparse.BooleanOptionalAction, "default": None}
+        if update
+        else {"action": "store_true"}
+    )
+    number = _or_none(int) if update else int
+    g.add_argument("--local-presence", help="prefer a pool number in the callee's area", **flag)
+    g.add_argument("--record", help="record every call", **flag)
+    g.add_argument("--record-format", type=_or_none(str) if update else str, metavar="wav|mp3")
+    g.add_argument("--record-max", type=number, metavar="SECONDS")
+    g.add_argument("--transcribe", help="transcribe every recording", **flag)
+    g.add_argument(
+        "--sip-header",
+        dest="sip_headers",
+        action="append",
+        metavar="X-NAME=VALUE",
+        help="repeatable, at most 5" + ("; 'none' removes them all" if update else ""),
+    )
+    g.add_argument("--callback-timeout", type=number, metavar="MS")
 
 
 def _or_none(kind: Any) -> Any:
@@ -182,8 +220,10 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "create":
         return _create(api, args)
     if cmd == "update":
-        fields = (*api.RULE_FIELDS, *SCRIPT_OPTIONS)
+        fields = (*api.RULE_FIELDS, *SCRIPT_OPTIONS, *CALL_OPTIONS)
         given = {n: getattr(args, n) for n in fields if getattr(args, n) is not None}
+        if given.get("sip_headers") and [h.lower() for h in given["sip_headers"]] == ["none"]:
+            given["sip_headers"] = _NONE
         if not given:
             print("dialer: campaign update: give at least one rule to change", file=sys.stderr)
             return 2
@@ -293,6 +333,8 @@ def _create(api: Any, args: argparse.Namespace) -> int:
             tag_fields=args.tag_field,
             progress=progress,
             **{name: getattr(args, name) for name in SCRIPT_OPTIONS},
+            from_file=args.from_file,
+            **{name: getattr(args, name) for name in CALL_OPTIONS},
         )
     finally:
         done()
@@ -392,6 +434,13 @@ def _print_status(st: dict[str, Any], as_json: bool) -> None:
     responses = st.get("responses") or {}
     if responses:
         print("  responses: " + ", ".join(f"{k} {n}" for k, n in responses.items()))
+    callers = st.get("caller_ids") or []
+    if len(callers) > 1 or any(c["state"] != "active" for c in callers):
+        print(f"  caller ids ({sum(c['state'] == 'active' for c in callers)} active):")
+        for c in callers:
+            label = f" {c['label']}" if c.get("label") else ""
+            gone = f" removed: {c['reason']}" if c["state"] != "active" else ""
+            print(f"    {c['number']}{label} {c['calls']:>9} calls{gone}")
 
 
 def _watch(status: Callable[[int], dict[str, Any]], campaign_id: int, as_json: bool) -> int:

@@ -69,6 +69,7 @@ EVENT_BACKLOG = "dialer_event_backlog"
 ATTEMPTS_FINISHED = "dialer_attempts_finished_total"
 RESPONSES = "dialer_responses_total"
 CONTROL_REQUESTS = "dialer_control_requests_total"
+CALLER_IDS_REMOVED = "dialer_caller_ids_removed_total"
 ANSWER_TO_SCRIPT = "dialer_answer_to_script_seconds"
 
 # name -> (help, label names); the counters, in the order they are exposed.
@@ -113,6 +114,11 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "Keys pressed in answer to a call script, by the label of the key (none: no key, "
         "or one not listed).",
         ("label",),
+    ),
+    CALLER_IDS_REMOVED: (
+        "Caller ids taken out of their campaign's pool because the carrier refused them "
+        "(number-access-denied), by carrier code.",
+        ("code",),
     ),
     CONTROL_REQUESTS: (
         "What drove calls after their creation, by kind (bxml-answer, bxml-gather: "
@@ -361,6 +367,10 @@ def attempts_finished(status: str, result: str | None, n: int = 1) -> None:
 def response(label: str | None) -> None:
     label = (label or "none")[:64]
     recorder().add((((RESPONSES, (("label", label),)), 1),))
+
+
+def caller_id_removed(code: str | None) -> None:
+    recorder().add((((CALLER_IDS_REMOVED, (("code", (code or "none")[:64]),)), 1),))
 
 
 def control_request(kind: str, outcome: str) -> None:

@@ -267,3 +267,67 @@ def test_start_and_resume_import_only_the_driver_and_nudge_the_workers(
     lines, seen = probe("campaign", "start", "99999", env=env)
     assert seen["code"] == 1 and "dialer: no campaign with id 99999" in seen["stderr"]
     broker.delete(nudge.CONTROL_QUEUE)
+
+
+def test_a_caller_id_pool_and_the_call_options_on_create_update_and_status(
+    contacts: Path, clean_db: None, tmp_csv, test_settings: settings.Settings
+) -> None:
+    env = {"DIALER_DATABASE_URL": test_settings.database_url}
+    ids = tmp_csv([["phone", "label"], ["(704) 555-0102", "charlotte"]], name="ids.csv")
+    out = dialer(
+        "campaign", "create", "--name", "pool", "--from", "+19195550101, 212 555 0103",
+        "--from-file", str(ids), "--contacts", str(contacts), "--local-presence",
+        "--record", "--record-format", "mp3", "--record-max", "120", "--transcribe",
+        "--sip-header", "X-Account=42", "--sip-header", "X-Team=sales",
+        "--callback-timeout", "4000", "--json", env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    cid = str(json.loads(out.stdout)["id"])
+    st = json.loads(dialer("campaign", "status", cid, "--json", env=env).stdout)
+    assert st["from"] == "+19195550101"
+    assert [(c["number"], c["label"], c["state"], c["calls"]) for c in st["caller_ids"]] == [
+        ("+19195550101", None, "active", 0),
+        ("+12125550103", None, "active", 0),
+        ("+17045550102", "charlotte", "active", 0),
+    ]
+    assert {k: st["rules"].get(k) for k in ("record", "record_format", "sip_headers")} == {
+        "record": True,
+        "record_format": "mp3",
+        "sip_headers": {"X-Account": "42", "X-Team": "sales"},
+    }
+    assert st["rules"]["local_presence"] is True and st["rules"]["callback_timeout"] == 4000
+    shown = dialer("campaign", "status", cid, env=env).stdout
+    assert "caller ids (3 active)" in shown and "+17045550102 charlotte" in shown
+    out = dialer(
+        "campaign", "update", cid, "--no-record", "--callback-timeout", "none",
+        "--sip-header", "none", "--json", env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert sorted(result["changed"]) == ["callback_timeout", "record", "sip_headers"]
+    assert "record" not in result["rules"] and "sip_headers" not in result["rules"]
+    bad = dialer("campaign", "update", cid, "--callback-timeout", "20000", env=env)
+    assert bad.returncode == 1 and "--callback-timeout" in bad.stderr
+
+
+def test_bad_pool_numbers_and_options_are_named(
+    contacts: Path, tmp_csv, test_settings: settings.Settings
+) -> None:
+    env = {"DIALER_DATABASE_URL": test_settings.database_url}
+    ids = tmp_csv([["phone"], ["+19195550101"], ["12"]], name="ids.csv")
+
+    def create(*options: str) -> subprocess.CompletedProcess[str]:
+        return dialer(
+            "campaign", "create", "--name", "x", "--contacts", str(contacts), *options, env=env
+        )
+
+    out = create("--from", "+19195550101,+1919")
+    assert out.returncode == 1 and "--from: '+1919'" in out.stderr
+    out = create("--from-file", str(ids))
+    assert out.returncode == 1 and "line 3: '12'" in out.stderr
+    out = create()
+    assert out.returncode == 1 and "--from or --from-file" in out.stderr
+    out = create("--from", "+19195550101", *[f"--sip-header=X-H{i}=1" for i in range(6)])
+    assert out.returncode == 1 and "--sip-header: at most 5 headers" in out.stderr
+    out = create("--from", "+19195550101", "--record-format", "ogg")
+    assert out.returncode == 1 and "--record-format: must be wav or mp3" in out.stderr

@@ -38,6 +38,10 @@ class Action(StrEnum):
     STOP = "stop"  # credentials, credit or configuration: stop the campaign, alert
     AMBIGUOUS = "ambiguous"  # the request may have been acted on: the call MAY exist
     DUPLICATE = "duplicate"  # 409: the carrier refused a duplicate
+    # number-access-denied on a create: the account may not call from this ``from``
+    # number; nothing was created. The number leaves its caller-id pool (the campaign
+    # stops only when none is left: dialer.worker.dialing).
+    FROM_REFUSED = "from-refused"
 
 
 class CarrierError(Exception):
@@ -182,6 +186,10 @@ def action_for(status: int, category: str | None, code: str | None, *, creates: 
     """The Errors table of docs/carrier.md, plus the statuses it does not list."""
     if status == 400:
         return Action.PERMANENT
+    if creates and status in (401, 403) and code == "number-access-denied":
+        # docs/carrier.md lists it under 401; accounts have been seen to send it as a
+        # 403 as well. Either way it is about the ``from`` number, not the account.
+        return Action.FROM_REFUSED
     if status == 401:
         return Action.STOP
     if status == 403:

@@ -34,6 +34,12 @@ RULE_FIELDS = (
     "retry_delay",
     "schedule",
 )
+# Every call's create-call options (dialer.carrier.options) and --local-presence:
+# changes apply to calls claimed from then on.
+CALL_OPTION_FIELDS = (
+    "record", "record_format", "record_max", "transcribe", "sip_headers", "callback_timeout",
+    "local_presence",
+)  # fmt: skip
 # The call script (dialer.script): changes apply to calls answered from then on.
 SCRIPT_FIELDS = (
     "say", "play", "voice", "locale", "gender", "keys", "goodbye", "transfer_to", "max_duration",
@@ -51,7 +57,7 @@ def update_rules(
     """
     if campaign.state == CampaignState.CANCELLED:
         raise CampaignStateError(f"campaign {campaign.id} is cancelled: nothing to update")
-    allowed = (*RULE_FIELDS, *SCRIPT_FIELDS)
+    allowed = (*RULE_FIELDS, *SCRIPT_FIELDS, *CALL_OPTION_FIELDS)
     changed = [k for k, v in changes.items() if k in allowed and getattr(campaign, k) != v]
     for name in changed:
         setattr(campaign, name, changes[name])

@@ -19,7 +19,7 @@ from dialer.carrier.events import STATUS_EVENTS, CallEvent
 from dialer.policy import rules
 from dialer.script.source import label_of
 from dialer.script.spec import OPT_OUT, Script
-from dialer.state import suppression
+from dialer.state import media, suppression
 from dialer.state.common import (
     GRACE,
     AttemptRow,
@@ -48,6 +48,9 @@ from dialer.store.models import (
 from dialer.store.models import CallEvent as CallEventRow
 
 log = logging.getLogger(__name__)
+
+# Kept with the attempt, never moving it (dialer.state.media).
+MEDIA_EVENTS = frozenset({"recording", "transcription"})
 
 
 def apply_event(session: Session, event: CallEvent, received_at: datetime, now: datetime) -> str:
@@ -190,7 +193,7 @@ _CONTACT_COLUMNS = (
 _ATTEMPT_COLUMNS = (
     "id", "contact_id", "campaign_id", "call_id", "status", "created_at", "lease_until",
     "answered_at", "timed_out_at", "hangup_cause", "ended_at", "result", "cause",
-    "digits", "response",
+    "digits", "response", "recording_url", "transcript", "transcript_url",
 )  # fmt: skip
 
 
@@ -200,6 +203,7 @@ _WRITTEN = {
     "attempt": (
         "call_id", "status", "created_at", "lease_until", "answered_at", "timed_out_at",
         "hangup_cause", "ended_at", "result", "cause", "digits", "response",
+        "recording_url", "transcript", "transcript_url",
     ),
 }  # fmt: skip
 
@@ -254,6 +258,8 @@ def _apply(
 ) -> str:
     if event.event_type == "gather":
         return _gathered(session, contact, attempt, event, now, campaigns)
+    if event.event_type in MEDIA_EVENTS:
+        return media.apply(attempt, event)
     if event.event_type not in STATUS_EVENTS:
         return "ignored"
     if attempt.call_id is None and event.call_id:

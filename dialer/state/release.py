@@ -65,6 +65,7 @@ class Running:
     queued: int = 0  # queued attempts
     claimed: int = 0  # attempts claimed (sending) and not yet sent
     live: int = 0  # attempts that hold or may hold a call, the claimed ones included
+    from_count: int | None = None  # active caller ids (None: one)
 
     @property
     def has_work(self) -> bool:
@@ -102,6 +103,7 @@ def running(session: Session, now: datetime) -> list[Running]:
             or_(Campaign.window.is_not(None), Campaign.days.is_not(None)),
             first_due,
             dialing,
+            Campaign.from_count,
         )
         .where(Campaign.state == CampaignState.RUNNING)
         .order_by(Campaign.id)
@@ -110,7 +112,7 @@ def running(session: Session, now: datetime) -> list[Running]:
         return []
     counts = backlogs(session, [r[0] for r in rows])
     out = []
-    for cid, cps, cap, windowed, due_at, is_dialing in rows:
+    for cid, cps, cap, windowed, due_at, is_dialing, from_count in rows:
         queued, claimed, live = counts.get(cid, (0, 0, 0))
         out.append(
             Running(
@@ -123,6 +125,7 @@ def running(session: Session, now: datetime) -> list[Running]:
                 queued=queued,
                 claimed=claimed,
                 live=live,
+                from_count=from_count,
             )
         )
     return out

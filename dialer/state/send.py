@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from dialer.carrier import options as call_options
 from dialer.policy import rules
 from dialer.state.common import (
     DEFAULT_CALL_TIMEOUT,
@@ -28,6 +30,7 @@ from dialer.store import db, dialects
 from dialer.store.models import (
     Attempt,
     AttemptStatus,
+    CallerId,
     Campaign,
     CampaignState,
     Contact,
@@ -53,6 +56,12 @@ class SendOrder:
     contact_id: int | None = None
     # GET: a scripted campaign's call, driven with BXML (dialer.script); POST otherwise.
     callback_method: str = "POST"
+    # The campaign's active caller ids (``from_number`` is the one chosen once a slot is
+    # taken: dialer.worker.dialing), whether the callee's area picks one, and the
+    # CallRequest fields of its create-call options (dialer.carrier.options).
+    pool: tuple[str, ...] = ()
+    local_presence: bool = False
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,7 @@ def claim_batch(
         assert c is not None
         tags[aid] = build_tag(aid, cid, context or {}, c.tag_fields or [])
     claimed = dialects.of(session).claim(session, tags, now + lease, now)
+    pools = active_pools(session, {cid for aid, cid, *_ in ready if aid in claimed})
     orders = []
     for aid, cid, contact_id, to, _ in ready:
         if aid not in claimed:
@@ -166,28 +176,87 @@ def claim_batch(
         c = campaigns[cid]
         assert c is not None
         assert to is not None  # a contact without a valid number is never released
+        pool = pools.get(cid) or (c.from_number,)
         orders.append(
             SendOrder(
                 aid,
                 cid,
-                c.from_number,
+                pool[0],
                 to,
                 tags[aid],
                 c.call_timeout,
                 c.cps,
                 contact_id,
                 "GET" if c.say is not None or c.play is not None else "POST",
+                pool=pool,
+                local_presence=bool(c.local_presence),
+                options=tuple(call_options.request_fields(c).items()),
             )
         )
     return Claimed(orders, later)
 
 
-def record_created(session: Session, attempt_id: int, call_id: str, now: datetime) -> None:
-    """The carrier created the call: store its id, then apply any events that beat it here."""
+def active_pools(session: Session, campaign_ids: set[int]) -> dict[int, tuple[str, ...]]:
+    """Each campaign's active caller ids, in pool order (one statement for a batch). A
+    campaign from before pools has none: it calls from ``Campaign.from_number``."""
+    pools: dict[int, list[str]] = {}
+    if campaign_ids:
+        for cid, e164 in session.execute(
+            select(CallerId.campaign_id, CallerId.e164)
+            .where(CallerId.campaign_id.in_(sorted(campaign_ids)), CallerId.state == "active")
+            .order_by(CallerId.campaign_id, CallerId.id)
+        ):
+            pools.setdefault(cid, []).append(e164)
+    return {cid: tuple(numbers) for cid, numbers in pools.items()}
+
+
+def remove_caller_id(
+    session: Session, campaign_id: int, e164: str, reason: str, now: datetime
+) -> tuple[bool, int]:
+    """Take a refused number out of a campaign's pool: (whether this call removed it, the
+    active numbers left). The campaign's ``from_count`` follows (the tick's pace). A
+    campaign from before pools (no caller_id rows) has none left."""
+    removed = (
+        db.rowcount(
+            session.execute(
+                update(CallerId)
+                .where(
+                    CallerId.campaign_id == campaign_id,
+                    CallerId.e164 == e164,
+                    CallerId.state == "active",
+                )
+                .values(state="removed", reason=reason[:500], removed_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        == 1
+    )
+    left = len(active_pools(session, {campaign_id}).get(campaign_id, ()))
+    if removed:
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id)
+            .values(from_count=max(1, left))
+            .execution_options(synchronize_session=False)
+        )
+    return removed, left
+
+
+def record_created(
+    session: Session,
+    attempt_id: int,
+    call_id: str,
+    now: datetime,
+    from_number: str | None = None,
+) -> None:
+    """The carrier created the call: store its id (and the number it went from), then
+    apply any events that beat it here."""
     locked = lock(session, attempt_id)
     if locked is None:
         return
     contact, attempt = locked
+    if from_number is not None and attempt.from_number is None:
+        attempt.from_number = from_number
     if attempt.call_id == call_id:
         return  # a callback carrying the tag got here first and adopted the call
     if attempt.call_id is not None:
@@ -218,7 +287,9 @@ def record_created_many(
     for order, call_id in created:
         assert order.contact_id is not None  # claim_batch names each order's contact
         ring = timedelta(seconds=order.call_timeout or DEFAULT_CALL_TIMEOUT)
-        rows.append((order.attempt_id, order.contact_id, call_id, now + ring + GRACE))
+        rows.append(
+            (order.attempt_id, order.contact_id, call_id, now + ring + GRACE, order.from_number)
+        )
     done = queries.record_created(session, rows, now)
     rest = [(o, c) for o, c in created if o.attempt_id not in done]
     if not rest:
@@ -234,7 +305,14 @@ def record_created_many(
     )
     for order, call_id in rest:
         if (order.attempt_id, call_id) not in adopted:
-            record_created(session, order.attempt_id, call_id, now)
+            record_created(session, order.attempt_id, call_id, now, order.from_number)
+        else:  # adopted by a callback: the number it went from is still ours to say
+            session.execute(
+                update(Attempt)
+                .where(Attempt.id == order.attempt_id, Attempt.from_number.is_(None))
+                .values(from_number=order.from_number)
+                .execution_options(synchronize_session=False)
+            )
 
 
 def unclaim(session: Session, attempt_ids: list[int]) -> list[int]:
@@ -293,12 +371,18 @@ def record_refused(
         contact.status, contact.reason, contact.due_at = ContactStatus.FAILED, reason, None
 
 
-def record_ambiguous(session: Session, attempt_id: int, error: str) -> None:
-    """The request may have created a call: never resend blindly, reconcile instead."""
+def record_ambiguous(
+    session: Session, attempt_id: int, error: str, from_number: str | None = None
+) -> None:
+    """The request may have created a call: never resend blindly, reconcile instead
+    (the sweep looks for it among the calls from ``from_number``, the number it used)."""
+    values: dict[str, Any] = {"status": AttemptStatus.UNKNOWN, "error": error, "lease_until": None}
+    if from_number is not None:
+        values["from_number"] = from_number
     session.execute(
         update(Attempt)
         .where(Attempt.id == attempt_id, Attempt.status == AttemptStatus.SENDING)
-        .values(status=AttemptStatus.UNKNOWN, error=error, lease_until=None)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
 

@@ -127,11 +127,22 @@ def _status(
     call_rows: Rows,
     contact_rows: Rows,
     response_rows: Rows,
+    caller_rows: Rows,
     *,
     campaign_id: int,
     run: int | None,
     now: datetime,
 ) -> dict[str, Any]:
+    call_options = dict(
+        zip(
+            ("local_presence", "record", "record_format", "record_max", "transcribe",
+             "sip_headers", "callback_timeout"),
+            columns[-drivers.CALL_COLUMNS :],
+            strict=True,
+        )
+    )  # fmt: skip
+    call_options["sip_headers"] = decode_json(call_options["sip_headers"])
+    columns = columns[: -drivers.CALL_COLUMNS]
     (*fields, keys, goodbye, transfer_to, max_duration) = columns[:-5]
     (zone_keys, created, started, finished, next_run) = columns[-5:]
     campaign = Campaign(
@@ -197,7 +208,9 @@ def _status(
             "retry_delay": campaign.retry_delay,
             "call_timeout": campaign.call_timeout,
             "schedule": campaign.schedule,
+            **{k: v for k, v in call_options.items() if v not in (None, False)},
         },
+        "caller_ids": _caller_ids(caller_rows),
         "script": _script(campaign),
         "responses": _responses(response_rows, campaign.run),
         "window": {
@@ -224,6 +237,22 @@ def _script(campaign: Campaign) -> dict[str, Any]:
     if campaign.max_duration is not None:
         shown["max_duration"] = campaign.max_duration
     return shown
+
+
+def _caller_ids(rows: Rows) -> list[dict[str, Any]]:
+    """The caller-id pool, in its order: each number's calls (all runs), label, state
+    (active or removed) and why it was removed (docs/interface.md, "Caller ids")."""
+    return [
+        {
+            "number": e164,
+            "label": label,
+            "state": state,
+            "calls": int(calls or 0),
+            "reason": reason,
+            "removed_at": _iso(_utc(removed_at)),
+        }
+        for e164, label, state, reason, removed_at, calls in rows
+    ]
 
 
 def _responses(rows: Rows, run: int) -> dict[str, int]:

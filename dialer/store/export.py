@@ -2,7 +2,8 @@
 
 The columns are docs/interface.md's ("campaign export"): the contact and the outcome of its
 last attempt, what the person answered to the call script (``response``, ``digits``),
-the number that called (``from``), then the file's own context columns.
+the number that called (``from``: the attempt's pool number), the call's recording URL
+and transcript (``recording_url``, ``transcript``), then the file's own context columns.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ COLUMNS = [
     "response",
     "digits",
     "from",
+    "recording_url",
+    "transcript",
 ]
 
 
@@ -39,7 +42,13 @@ def write(session: Session, campaign: Campaign, out: IO[str], past_run: int | No
     writer = csv.writer(out)
     writer.writerow(headers)
     outcome = (Attempt.call_id, Attempt.result, Attempt.cause, Attempt.hangup_cause)
-    script = (Attempt.response, Attempt.digits)
+    script = (
+        Attempt.response,
+        Attempt.digits,
+        Attempt.from_number,
+        Attempt.recording_url,
+        Attempt.transcript,
+    )
     if past_run is None:
         query = select(
             Contact.id,
@@ -84,7 +93,7 @@ def write(session: Session, campaign: Campaign, out: IO[str], past_run: int | No
     caller = campaign.from_number
     n = 0
     for cid, phone, e164, st, made, call_id, result, cause, hangup, reason, *rest in rows:
-        response, digits, ctx = rest
+        response, digits, from_number, recording_url, transcript, ctx = rest
         ctx = ctx or {}
         writer.writerow(
             [
@@ -99,7 +108,9 @@ def write(session: Session, campaign: Campaign, out: IO[str], past_run: int | No
                 reason or "",
                 response or "",
                 digits or "",
-                caller if call_id else "",
+                (from_number or caller) if call_id else "",
+                recording_url or "",
+                transcript or "",
             ]
             + [ctx.get(c, "") for c in context]
         )

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -108,6 +109,18 @@ class Campaign(Base):
     goodbye: Mapped[str | None] = mapped_column(Text)  # a template too
     transfer_to: Mapped[str | None] = mapped_column(String(255))
     max_duration: Mapped[int | None] = mapped_column(Integer)  # seconds after the answer
+    # The caller-id pool (CallerId rows; docs/interface.md, "Caller ids"): ``from_number``
+    # is its first number, ``from_count`` how many are active (None: one, a campaign from
+    # before pools), ``local_presence`` whether the callee's area code picks the number.
+    from_count: Mapped[int | None] = mapped_column(Integer)
+    local_presence: Mapped[bool | None] = mapped_column(Boolean)
+    # Every call's create-call options (docs/interface.md, "Recording and carrier options").
+    record: Mapped[bool | None] = mapped_column(Boolean)
+    record_format: Mapped[str | None] = mapped_column(String(8))  # wav|mp3
+    record_max: Mapped[int | None] = mapped_column(Integer)  # seconds
+    transcribe: Mapped[bool | None] = mapped_column(Boolean)
+    sip_headers: Mapped[dict[str, str] | None] = mapped_column(Json)  # X-NAME -> value
+    callback_timeout: Mapped[int | None] = mapped_column(Integer)  # milliseconds
     # The distinct time-zone keys of its contacts (``Contact.zones``; None for "the
     # campaign's --timezone"): the tick checks the calling window once per key.
     zone_keys: Mapped[list[str | None]] = mapped_column(Json, default=list)
@@ -200,6 +213,12 @@ class Attempt(Base):
     digits: Mapped[str | None] = mapped_column(String(64))
     # When the dialer asked the carrier to hang up (--max-duration), so it asks once.
     hangup_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The pool number the call went from (recorded with the call id), and what the
+    # carrier's recording and transcription events said (dialer.state.media).
+    from_number: Mapped[str | None] = mapped_column(String(32))
+    recording_url: Mapped[str | None] = mapped_column(Text)
+    transcript: Mapped[str | None] = mapped_column(Text)
+    transcript_url: Mapped[str | None] = mapped_column(Text)  # the whole text, when cut
 
     __table_args__ = (
         Index("ix_attempt_campaign_status", "campaign_id", "status"),
@@ -262,6 +281,22 @@ class Suppression(Base):
             sqlite_where=text("campaign_id IS NOT NULL"),
         ),
     )
+
+
+class CallerId(Base):
+    """One ``from`` number of a campaign's pool; ``removed`` when the carrier refused it."""
+
+    __tablename__ = "caller_id"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    e164: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active|removed
+    reason: Mapped[str | None] = mapped_column(Text)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("uq_caller_id_campaign_e164", "campaign_id", "e164", unique=True),)
 
 
 class CampaignRun(Base):

@@ -15,6 +15,8 @@ so PostgreSQL keeps the counts as it changes the rows (migration 0003):
 - ``call_tally(campaign_id, run, n)``: +1 when an attempt gets its call id (row-level,
   ``UPDATE OF call_id`` with a ``WHEN``: the many other updates of an attempt never run
   it), -1 per call when attempts are deleted.
+- ``number_tally(campaign_id, from_number, n)``: calls per caller-id pool number, kept
+  the same way once an attempt has both a call id and a number (migration 0006).
 - ``response_tally(campaign_id, run, label, n)``: the call script's responses by label,
   kept the same way as ``call_tally`` (row-level, ``UPDATE OF response`` with a ``WHEN``;
   migration 0005).
@@ -72,6 +74,16 @@ response_tally = Table(
     Index("ix_response_tally_campaign", "campaign_id"),
 )
 
+number_tally = Table(
+    "number_tally",
+    Base.metadata,
+    Column("id", BigId, primary_key=True),
+    Column("campaign_id", Integer, nullable=False),
+    Column("from_number", String(32), nullable=False),  # Attempt.from_number: a pool number
+    Column("n", Integer, nullable=False),
+    Index("ix_number_tally_campaign", "campaign_id"),
+)
+
 # PostgreSQL, one statement per table (run by dialects.postgresql): take every row of the campaigns that have more than one
 # row for a key, put back their sums (none where it is zero). Rows committed after
 # the statement's snapshot are not seen and stay; a row another compaction deleted
@@ -115,6 +127,19 @@ COMPACT = {
         INSERT INTO response_tally (campaign_id, run, label, n)
         SELECT campaign_id, run, label, sum(n) FROM d
         GROUP BY campaign_id, run, label HAVING sum(n) <> 0
+    """,
+    "number_tally": """
+        WITH d AS (
+            DELETE FROM number_tally
+            WHERE campaign_id IN (
+                SELECT campaign_id FROM number_tally
+                GROUP BY campaign_id, from_number HAVING count(*) > 1
+            )
+            RETURNING campaign_id, from_number, n
+        )
+        INSERT INTO number_tally (campaign_id, from_number, n)
+        SELECT campaign_id, from_number, sum(n) FROM d
+        GROUP BY campaign_id, from_number HAVING sum(n) <> 0
     """,
 }
 

@@ -10,18 +10,20 @@ into ``unknown`` and is reconciled with the carrier, never sent again blindly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from dialer import clock, logs, metrics, settings
 from dialer.callbacks.gate import callback_urls
 from dialer.carrier.errors import Action, CarrierError
 from dialer.carrier.request import CallRequest, InvalidCallRequest
-from dialer.policy import pacing, rules
+from dialer.policy import callerids, pacing, rules
 from dialer.state import send as sending
 from dialer.store import db
 from dialer.store.models import Attempt
@@ -76,8 +78,10 @@ def dial_batch(attempt_ids: list[int]) -> None:
             with logs.bound(
                 attempt=order.attempt_id, campaign=order.campaign_id, contact=order.contact_id
             ):
-                # The slot is taken right before the request, so nothing slow stands
+                # The pool number that can go soonest (one Redis read for them all),
+                # then its slot, taken right before the request, so nothing slow stands
                 # between slot and request: sends stay as evenly spaced as the slots.
+                order = pick_number(order)
                 wait = take_slot(order, shares)
                 if wait is not None:
                     # Not its turn within MAX_WAIT: this and its campaign's later calls
@@ -118,6 +122,29 @@ def _record_created(created: list[tuple[sending.SendOrder, str]]) -> None:
             time.sleep(0.05 * 2**tries)
 
 
+# Pool numbers this process saw refused (campaign id, number): skipped by later calls
+# of a batch claimed before the pool lost them. Bounded by the pools' sizes.
+_refused: set[tuple[int, str]] = set()
+
+
+def pick_number(order: sending.SendOrder) -> sending.SendOrder:
+    """The order with its ``from`` number chosen from its campaign's pool
+    (dialer.policy.callerids): with --local-presence the callee's area code first, then
+    its state, then any; within that, the number whose pace slot is free soonest."""
+    pool = tuple(n for n in order.pool if (order.campaign_id, n) not in _refused) or order.pool
+    if not pool:
+        return order
+    if len(pool) == 1:
+        chosen = pool[0]
+    else:
+        tier = callerids.tiers(pool, order.to, order.local_presence)[0]
+        waits = clients.pacer().number_waits(tier) if len(tier) > 1 else {}
+        chosen = callerids.choose(tier, order.to, False, waits)
+    if chosen == order.from_number:
+        return order
+    return dataclasses.replace(order, from_number=chosen)
+
+
 def take_slot(
     order: sending.SendOrder, shares: dict[int, float | None] | None = None
 ) -> float | None:
@@ -143,6 +170,11 @@ def take_slot(
         share=shares[order.campaign_id],
     )
     tolerance = max(LATE_SLOT, 0.5 / min(lim.rate for lim in limits))
+    number = limits[1]  # the ``from`` number's limit (pacing.limits_for)
+    # When the number sets the pace (a pool's call), a late send must not crowd the
+    # number's next call: beyond NUMBER_LATE it checks first (pacing.Backend.late).
+    strict = number.rate <= min(lim.rate for lim in limits)
+    on_time = min(tolerance, pacing.NUMBER_LATE) if strict else tolerance
     for _ in range(3):
         slot = clients.pacer().reserve(limits, MAX_WAIT)
         if not slot.reserved:
@@ -153,7 +185,12 @@ def take_slot(
         if slot.wait > 0:
             metrics.rate_limit_wait("pace-sleep", slot.wait)
             time.sleep(slot.wait)
-        if time.monotonic() - due <= tolerance:
+        late = time.monotonic() - due
+        if late <= on_time:
+            return None
+        # Late: go only if the number's next call was not booked meanwhile (it would
+        # come less than an interval after this one), pushing it back if it was not.
+        if strict and late <= tolerance and clients.pacer().late(number, slot.at):
             return None
     return None
 
@@ -171,6 +208,7 @@ def send(order: sending.SendOrder, *, record: bool = True) -> str | None:
         callback_http_method=order.callback_method,
         fallback_url=fallback,
         tag=order.tag,
+        **dict(order.options),
     )
     try:
         call_id = clients.carrier().create_call(request)
@@ -186,7 +224,9 @@ def send(order: sending.SendOrder, *, record: bool = True) -> str | None:
     metrics.call_created()
     if record:
         with db.session_scope() as session:
-            sending.record_created(session, order.attempt_id, call_id, clock.now())
+            sending.record_created(
+                session, order.attempt_id, call_id, clock.now(), order.from_number
+            )
     return call_id
 
 
@@ -232,5 +272,35 @@ def _record_error(order: sending.SendOrder, exc: CarrierError) -> None:
                 "campaign %s paused: the carrier refuses the account (%s)", order.campaign_id, exc
             )
             sending.record_stop(session, order.attempt_id, f"carrier: {exc}", now)
+        elif exc.action is Action.FROM_REFUSED:
+            _from_refused(session, order, exc, now)
         else:  # AMBIGUOUS, DUPLICATE: the call may exist
-            sending.record_ambiguous(session, order.attempt_id, str(exc))
+            sending.record_ambiguous(session, order.attempt_id, str(exc), order.from_number)
+
+
+def _from_refused(
+    session: Session, order: sending.SendOrder, exc: CarrierError, now: datetime
+) -> None:
+    """The carrier refuses this ``from`` number (number-access-denied): it leaves the
+    campaign's pool and the attempt goes again, from another number; nothing was
+    created, so it is not an attempt on the person. Only when no number is left does
+    the campaign pause, with the reason."""
+    _refused.add((order.campaign_id, order.from_number))
+    reason = f"carrier: {exc.code or exc.status}: {exc}"
+    removed, left = sending.remove_caller_id(
+        session, order.campaign_id, order.from_number, reason, now
+    )
+    if removed:
+        metrics.caller_id_removed(exc.code)
+        log.error(
+            "campaign %s: caller id %s left the pool (%s); %s active left",
+            order.campaign_id,
+            order.from_number,
+            reason,
+            left,
+        )
+    if not left:
+        log.error("campaign %s paused: no caller id left (%s)", order.campaign_id, exc)
+        sending.record_stop(session, order.attempt_id, f"no caller id left: {reason}", now)
+    elif sending.record_not_sent(session, order.attempt_id, now, reason):
+        db.after_commit(session, lambda: clients.publish_dial(order.attempt_id, 0.0))

@@ -177,7 +177,8 @@ def _plan(
     HORIZON seconds, the first free in ``wait`` seconds, at its share of the account (or
     its own --cps when no tick has set a share), less what is queued or claimed, within
     its concurrency room; at most ``limit``."""
-    rate = min(s.account_cps, s.number_cps, share or c.cps or float("inf"))
+    # Each pool number is paced at DIALER_NUMBER_CPS: a pool of N goes N times as fast.
+    rate = min(s.account_cps, s.number_cps * (c.from_count or 1), share or c.cps or float("inf"))
     # Queued attempts will be live calls soon: they take concurrency room too.
     room = c.max_concurrent - c.live - c.queued if c.max_concurrent else None
     # HORIZON seconds of work, capped before the backlog is counted, so an unpaced
@@ -231,6 +232,7 @@ def release(
             queued=queued,
             claimed=claimed,
             live=live,
+            from_count=campaign.from_count,
         )
         rate, budget = _plan(s, share, seen, limit)
         ids = releasing.release_due(session, campaign, budget, now)

@@ -9,7 +9,7 @@ import logging
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from dialer import clock
@@ -90,7 +90,16 @@ def reconcile(now: datetime, limit: int = 200) -> int:
                 Attempt.id,
                 Attempt.tag,
                 Attempt.sent_at,
-                Campaign.from_number,
+                # The number it went from when known (a pool's: recorded with an
+                # ambiguous answer); a pool's call whose worker died before it could
+                # say is looked for by its destination alone.
+                func.coalesce(
+                    Attempt.from_number,
+                    case(
+                        (func.coalesce(Campaign.from_count, 1) > 1, None),
+                        else_=Campaign.from_number,
+                    ),
+                ),
                 Campaign.call_timeout,
                 Contact.e164,
             )
@@ -177,7 +186,7 @@ def _held_since(session: Session, attempt_id: int) -> datetime:
 
 
 def _find_call(
-    from_number: str, to: str | None, tag: str | None, sent_at: datetime | None
+    from_number: str | None, to: str | None, tag: str | None, sent_at: datetime | None
 ) -> str | None:
     """The id of the carrier's call with this attempt's tag, if the carrier has one."""
     carrier = clients.carrier()

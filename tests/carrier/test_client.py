@@ -89,7 +89,7 @@ def test_a_full_request_is_accepted_by_the_simulator(
         ({"fault_500": 1.0}, Action.RETRY, 500, "internal-error"),
         ({"fault_rate_limit": 1.0}, Action.RATE_LIMITED, 403, "call-rate-limit"),
         ({"credit": 0}, Action.STOP, 403, "insufficient-available-balance"),
-        ({"numbers": ["+19195550000"]}, Action.STOP, 401, "number-access-denied"),
+        ({"numbers": ["+19195550000"]}, Action.FROM_REFUSED, 401, "number-access-denied"),
         ({"secret": "rotated"}, Action.STOP, 401, "user-access-denied"),
     ],
 )
@@ -344,7 +344,8 @@ def test_an_invalid_request_is_refused_before_sending(
         (400, carrier_error("bad-request", "validation-error"), Action.PERMANENT),
         (400, carrier_error("bad-request", "callback-invalid-url"), Action.PERMANENT),
         (401, carrier_error("authentication", "user-access-denied"), Action.STOP),
-        (401, carrier_error("authentication", "number-access-denied"), Action.STOP),
+        (401, carrier_error("authentication", "number-access-denied"), Action.FROM_REFUSED),
+        (403, carrier_error("forbidden", "number-access-denied"), Action.FROM_REFUSED),
         (403, carrier_error("limit", "call-rate-limit"), Action.RATE_LIMITED),
         (403, carrier_error("credit", "insufficient-available-balance"), Action.STOP),
         (403, carrier_error("forbidden", "invalid-call-to-number"), Action.PERMANENT),

@@ -38,7 +38,7 @@ def test_limits_take_every_rate_with_the_margin() -> None:
         "dialer:pace:from:+1919",
         "dialer:pace:campaign:7",
     ]
-    assert [lim.rate for lim in limits] == pytest.approx([9.9, 0.99, 4.95])
+    assert [lim.rate for lim in limits] == pytest.approx([9.9, 0.98, 4.95])
     assert (
         len(
             pacing.limits_for(
@@ -209,3 +209,34 @@ def test_shares_of_many_campaigns_in_one_read(backend, backend_kind) -> None:
 def test_shares_expire_without_a_tick(backend) -> None:
     backend.set_shares({5: 2.5})
     assert backend.share(5) == 2.5 and backend.share(6) is None
+
+
+@pytest.mark.parametrize("kind", ["redis", "local"])
+def test_a_late_send_goes_only_if_the_numbers_next_slot_is_not_booked(
+    kind: str, redis_server: RedisServer
+) -> None:
+    if kind == "redis":
+        client = redis.Redis(port=redis_server.port, db=9)
+        client.flushdb()
+        b: pacing.Backend = pacing.RedisBackend(client)
+    else:
+        b = pacing.LocalBackend()
+    number = pacing.Limit(pacing.number_key("+19195550001"), 1.0)
+    first = b.reserve([number], 2.0)
+    # Nobody booked the next slot: the late send goes and the next is an interval later.
+    assert b.late(number, first.at)
+    after = b.number_waits(["+19195550001"])["+19195550001"]
+    assert 0.75 < after <= 1.0  # an interval after the late send (less the time since)
+    # The next slot is booked; a late send of the first slot must not go now.
+    second = b.reserve([number], 2.0)
+    assert second.reserved
+    assert not b.late(number, first.at)
+    assert b.late(number, second.at)
+
+
+def test_number_waits_read_every_pool_number_at_once(backend: pacing.RedisBackend) -> None:
+    numbers = ["+19195550001", "+19195550002"]
+    backend.reserve([pacing.Limit(pacing.number_key(numbers[0]), 1.0)], 1.0)
+    waits = backend.number_waits(numbers)
+    assert 0.75 < waits[numbers[0]] <= 1.0
+    assert waits[numbers[1]] == 0.0

@@ -22,7 +22,14 @@ from dialer.store.dialects import drivers
 from dialer.store.models import Attempt, Contact
 from tests.factories import LA, NY, at, dial_all, queued
 
-HEAVY = ("sqlalchemy", "dialer.store.models", "dialer.api", "phonenumbers", "celery", "dialer.worker.tasks")
+HEAVY = (
+    "sqlalchemy",
+    "dialer.store.models",
+    "dialer.api",
+    "phonenumbers",
+    "celery",
+    "dialer.worker.tasks",
+)
 ROOT = Path(__file__).resolve().parents[2]
 
 # Runs the CLI in a fresh interpreter, then says which heavy modules it had imported.
@@ -116,7 +123,7 @@ def test_on_sqlite_the_rows_are_counted(sqlite_db: str, tmp_path: Path) -> None:
     at(2026, 11, 27, 23, 30)  # New York 18:30 (shut), Los Angeles 15:30 (open)
     cid = api.create_campaign(
         "small",
-        "+19195550000",
+        "+19195550000,+17045550000",
         [{"phone": n} for n in [*NY, *LA, "not a number", NY[0]]],
         window="09:00-17:00",
         days="mon-fri",
@@ -139,9 +146,15 @@ def test_on_sqlite_the_rows_are_counted(sqlite_db: str, tmp_path: Path) -> None:
                 status="ended",
                 call_id="c-1",
                 queued_at=at(2026, 11, 27, 23, 30),
+                from_number="+17045550000",
             )
         )
     st = api.status(cid)
+    # Calls per caller id, counted from the attempts on SQLite (a tally on PostgreSQL).
+    assert [(c["number"], c["state"], c["calls"]) for c in st["caller_ids"]] == [
+        ("+19195550000", "active", 0),
+        ("+17045550000", "active", 1),
+    ]
     assert st["contacts"] == {
         "pending": 4,
         "dialing": 0,

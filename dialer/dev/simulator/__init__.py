@@ -59,6 +59,10 @@ An answered call hears something:
   ``talk_time`` later; a stay person stays until the dialer hangs up or
   ``stay_seconds`` pass. A Transfer (or a REST transfer) bridges the call for
   ``talk_time``, then the person hangs up.
+- A call created with ``recordingEnabled`` that was answered gets a ``recording`` event
+  ``recording_delay`` after its hangup and, with ``transcriptionEnabled``, a
+  ``transcription`` event ``transcription_delay`` after that. ``refused_numbers``
+  (``--refuse-from``) are ``from`` numbers refused with 403 ``number-access-denied``.
 - ``request_rate`` limits every request but create-call, per account, over 1 s: past it,
   429 ``rate-limit-reached`` with ``X-RateLimit-Reset`` in epoch milliseconds.
 
@@ -75,7 +79,9 @@ tag}``), ``pressed`` (the keys the person pressed last, or null), ``transferred_
 or never answered), ``first_audio_ms`` (the answer's first send → the first sound, in
 ms), ``bxml_fetches`` (GETs of the answer and of requestUrls, duplicates and retries
 included), ``bxml_error``, ``skipped_verbs``, ``control_requests`` (REST
-call-control requests on the call: audio, gather, gather reads, hang-up, transfer).
+call-control requests on the call: audio, gather, gather reads, hang-up, transfer),
+``options`` (the create request's recording, transcription, sipHeaders and
+callbackTimeout fields as sent).
 
 ``/_sim/stats``: ``created``; ``refused`` (by ``status category/code``, 429s of the
 request limit included); ``requests`` (by endpoint kind: create, list, read, events,

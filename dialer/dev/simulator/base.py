@@ -131,12 +131,62 @@ class SimBase:
             payload["tag"] = call.tag
         if name != "answer":
             self._emit(call, name, payload)
+            if name == "hangup":
+                self._plan_media(call)
             return
         # A BXML call (callbackHttpMethod GET) takes its script from the answer's reply.
         fetch = next(self._fetch_ids) if call.callback_method == "GET" else None
         queued = self._emit(call, name, payload, fetch=fetch)
         call.awaiting = fetch if queued else None
         self._settle(call)
+
+    def _plan_media(self, call: Call) -> None:
+        """A recorded call that was answered: its ``recording`` event after the hangup,
+        then (transcriptionEnabled) its ``transcription`` (docs/carrier.md, "The events
+        these produce")."""
+        if call.active_at is None or str(call.request.get("recordingEnabled")).lower() != "true":
+            return
+        config = self._config
+        rid = f"r-{call.id}"
+        base = call.uri.split("/calls/", 1)[0]
+        started, ended = call.active_at, call.ended_at or time.time()
+        fmt = call.request.get("recordingFileFormat", "wav")
+        recording = {
+            "eventType": "recording",
+            "callId": call.id,
+            "recordingId": rid,
+            "recordingUri": f"{base}/recordings/{rid}",
+            "state": "complete",
+            "startTime": iso(started),
+            "endTime": iso(ended),
+            "media": f"{base.rsplit('/users/', 1)[0]}/users/media/{rid}.{fmt}",
+        }
+        generation = call.generation
+        now = time.monotonic()
+
+        def emit(name: str, payload: dict) -> Callable[[], None]:
+            def occur() -> None:
+                with self._lock:
+                    if call.generation == generation == self._generation:
+                        self._emit(call, name, dict(payload, time=iso(time.time())))
+
+            return occur
+
+        self._scheduler.at(now + config.recording_delay, emit("recording", recording))
+        if str(call.request.get("transcriptionEnabled")).lower() == "true":
+            text = f"Simulated transcript of call {call.id} to {call.dst}."
+            transcription = {
+                "eventType": "transcription",
+                "callId": call.id,
+                "transcriptionId": f"t-{call.id}",
+                "recordingId": rid,
+                "state": "completed",
+                "text": text,
+                "textSize": len(text),
+                "textUrl": f"{base}/recordings/{rid}/transcriptions/t-{call.id}",
+            }
+            later = config.recording_delay + config.transcription_delay
+            self._scheduler.at(now + later, emit("transcription", transcription))
 
     def _emit(
         self,

@@ -72,6 +72,12 @@ class GatherRun:
         return out
 
 
+CALL_OPTIONS = (
+    "recordingEnabled", "recordingMaxDuration", "recordingFileFormat", "transcriptionEnabled",
+    "sipHeaders", "callbackTimeout",
+)  # fmt: skip
+
+
 @dataclass
 class Call:
     id: str
@@ -162,6 +168,8 @@ class Call:
             "bxml_error": self.bxml_error,
             "skipped_verbs": list(self.skipped_verbs),
             "control_requests": self.control_requests,
+            # The create request's recording and carrier options, as sent.
+            "options": {k: self.request[k] for k in CALL_OPTIONS if k in self.request},
         }
 
     def resource(self) -> dict:

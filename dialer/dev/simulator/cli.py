@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=defaults.token)
     parser.add_argument("--secret", default=defaults.secret)
     parser.add_argument("--numbers", help="comma-separated from numbers on the account")
+    parser.add_argument(
+        "--refuse-from",
+        dest="refused_numbers",
+        help="comma-separated from numbers refused with 403 number-access-denied",
+    )
     parser.add_argument("--rate", type=float, help="account calls/s over --rate-window")
     parser.add_argument("--number-rate", type=float, help="calls/s per from number")
     parser.add_argument("--rate-window", type=float, default=defaults.rate_window)
@@ -96,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     host, port = options.pop("host"), options.pop("port")
     numbers = options.pop("numbers")
     options["numbers"] = [n.strip() for n in numbers.split(",") if n.strip()] if numbers else None
+    refused = options.pop("refused_numbers")
+    options["refused_numbers"] = tuple(n.strip() for n in (refused or "").split(",") if n.strip())
     if options["outcomes"] is None:
         options["outcomes"] = defaults.outcomes
     try:

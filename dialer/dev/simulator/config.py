@@ -74,6 +74,13 @@ class SimConfig:
     seed: int = 0
     # Destinations the carrier refuses (403 forbidden/invalid-call-to-number), as prefixes.
     refused_prefixes: tuple[str, ...] = (REFUSED_PREFIX,)
+    # From numbers the account may not call from (403 number-access-denied): a caller id
+    # the carrier took away, for the pools' tests (docs/carrier.md, "Errors").
+    refused_numbers: tuple[str, ...] = ()
+    # Seconds after an answered, recorded call's hangup that its recording event comes,
+    # and after that the transcription event (recordingEnabled, transcriptionEnabled).
+    recording_delay: float = 0.05
+    transcription_delay: float = 0.05
 
 
 def weights(raw: str | dict[str, float], what: str) -> dict[str, float]:

@@ -176,6 +176,16 @@ class Simulator(ScriptMixin, ControlMixin, DeliveryMixin):
                         [{"name": "from", "value": request["from"]}],
                     ),
                 )
+            if request["from"] in config.refused_numbers:
+                raise ApiError(
+                    403,
+                    error(
+                        "forbidden",
+                        "number-access-denied",
+                        "from: the account may not call from this number",
+                        [{"name": "from", "value": request["from"]}],
+                    ),
+                )
             now = time.monotonic()
             rng = self._fault_rng
             if not self._admit(config, request["from"], now) or (

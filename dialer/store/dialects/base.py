@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from dialer.store.dialects.drivers import Driver
 
 # record_created_many's rows: (attempt id, contact id, call id, lease_until).
-Created = tuple[int, int, str, datetime]
+# (attempt id, contact id, call id, lease, the from number it went from)
+Created = tuple[int, int, str, datetime, str | None]
 
 
 class Queries(ABC):

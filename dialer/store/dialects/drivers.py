@@ -23,13 +23,18 @@ COLUMNS = (
     'id, name, state, state_reason, from_number, "window", days, timezone, cps, '
     "max_concurrent, max_attempts, retry_delay, call_timeout, schedule, run, "
     "say, play, voice, locale, gender, keys, goodbye, transfer_to, max_duration, zone_keys, "
-    "created_at, started_at, finished_at, next_run_at"
+    "created_at, started_at, finished_at, next_run_at, "
+    # The caller ids and create-call options (migration 0006): CALL_COLUMNS of them.
+    "local_presence, record, record_format, record_max, transcribe, sip_headers, "
+    "callback_timeout"
 )
+CALL_COLUMNS = 7
 RUN_COLUMNS = "number, scheduled_for, started_at, finished_at, summary"
 
 Rows = list[Any]
-# campaign, runs, calls, contacts, responses (run, label, n)
-Found = tuple[tuple[Any, ...], Rows, Rows, Rows, Rows]
+# campaign, runs, calls, contacts, responses (run, label, n), caller ids (e164, label,
+# state, reason, removed_at, calls)
+Found = tuple[tuple[Any, ...], Rows, Rows, Rows, Rows, Rows]
 Starting = tuple[str, int, str | None, str]  # state, run, schedule, timezone
 
 # A campaign's start (dialer.state.starting), "{p}" the driver's placeholder and "{lock}"
@@ -126,7 +131,13 @@ SELECT {COLUMNS},
     (SELECT coalesce(json_agg(json_build_array(run, label, n)), '[]') FROM (
         SELECT run, label, sum(n) AS n FROM response_tally WHERE campaign_id = c.id
         GROUP BY run, label HAVING sum(n) <> 0
-    ) AS responses)
+    ) AS responses),
+    (SELECT coalesce(json_agg(json_build_array(
+        i.e164, i.label, i.state, i.reason, i.removed_at,
+        (SELECT coalesce(sum(n), 0) FROM number_tally AS t
+         WHERE t.campaign_id = c.id AND t.from_number = i.e164)
+     ) ORDER BY i.id), '[]')
+     FROM caller_id AS i WHERE i.campaign_id = c.id)
 FROM campaign AS c WHERE id = %s
 """
 
@@ -145,13 +156,14 @@ class PostgresDriver(Driver):
         row = cursor.fetchone()
         if row is None:
             return None
-        *campaign, runs, calls, contacts, responses = row
+        *campaign, runs, calls, contacts, responses, callers = row
         return (
             tuple(campaign),
             decode_json(runs),
             decode_json(calls),
             decode_json(contacts),
             decode_json(responses),
+            decode_json(callers),
         )
 
     def connection_errors(self) -> tuple[type[BaseException], ...]:
@@ -177,6 +189,9 @@ _SQLITE = (
     "WHERE campaign_id = ? GROUP BY 1, 2",
     "SELECT run, response, count(*) FROM attempt WHERE campaign_id = ? AND response IS NOT NULL "
     "GROUP BY 1, 2",
+    "SELECT i.e164, i.label, i.state, i.reason, i.removed_at, (SELECT count(*) FROM attempt AS a "
+    "WHERE a.campaign_id = i.campaign_id AND a.from_number = i.e164 AND a.call_id IS NOT NULL) "
+    "FROM caller_id AS i WHERE i.campaign_id = ? ORDER BY i.id",
 )
 
 
@@ -202,10 +217,10 @@ class SqliteDriver(Driver):
 
     def fetch_status(self, cursor: Any, campaign_id: int) -> Found | None:
         cursor.execute("BEGIN")
-        campaign, runs, calls, contacts, responses = (
+        campaign, runs, calls, contacts, responses, callers = (
             cursor.execute(sql, (campaign_id,)).fetchall() for sql in _SQLITE
         )
-        return (campaign[0], runs, calls, contacts, responses) if campaign else None
+        return (campaign[0], runs, calls, contacts, responses, callers) if campaign else None
 
     def connection_errors(self) -> tuple[type[BaseException], ...]:
         import sqlite3

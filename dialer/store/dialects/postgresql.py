@@ -107,6 +107,7 @@ class PostgresQueries(Queries):
             "ids": [c[0] for c in created],
             "calls": [c[2] for c in created],
             "leases": [c[3] for c in created],
+            "froms": [c[4] for c in created],
         }
         done: dict[int, int] = dict(session.execute(_RECORD_CREATED, params).all())
         if done:
@@ -235,9 +236,11 @@ _CLAIM = text(
 _RECORD_CREATED = text(
     """
     UPDATE attempt AS a
-       SET call_id = v.call_id, status = 'created', created_at = :now, lease_until = v.lease
+       SET call_id = v.call_id, status = 'created', created_at = :now, lease_until = v.lease,
+           from_number = v.from_number
       FROM unnest(CAST(:ids AS bigint[]), CAST(:calls AS varchar[]),
-                  CAST(:leases AS timestamptz[])) AS v(id, call_id, lease)
+                  CAST(:leases AS timestamptz[]), CAST(:froms AS varchar[]))
+           AS v(id, call_id, lease, from_number)
      WHERE a.id = v.id AND a.call_id IS NULL AND a.status IN ('sending', 'unknown')
        AND NOT EXISTS (SELECT 1 FROM call_event AS e
                         WHERE e.call_id = v.call_id AND e.disposition = 'orphan')

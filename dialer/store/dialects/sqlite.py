@@ -168,7 +168,7 @@ class SqliteQueries(Queries):
             ).all()
         )
         done: dict[int, int] = {}
-        for attempt_id, contact_id, call_id, lease in created:
+        for attempt_id, contact_id, call_id, lease, from_number in created:
             if call_id in orphaned:
                 continue
             moved = session.execute(
@@ -183,6 +183,7 @@ class SqliteQueries(Queries):
                     status=AttemptStatus.CREATED,
                     created_at=now,
                     lease_until=lease,
+                    from_number=from_number,
                 )
                 .execution_options(synchronize_session=False)
             )
