@@ -164,9 +164,11 @@ def test_receiver_and_uvicorn_log_json_without_secrets(tmp_path: Path) -> None:
     text = log_path.read_text()
     lines = json_lines(text)
     loggers = {line["logger"] for line in lines}
-    assert {"dialer.callbacks.receiver", "uvicorn.error"} <= loggers, loggers
-    handover = [line for line in lines if line["logger"] == "dialer.callbacks.receiver"]
-    assert handover and all(line["level"] == "ERROR" for line in handover)
+    assert {"dialer.callbacks.gate", "uvicorn.error"} <= loggers, loggers
+    handover = [line for line in lines if "could not hand over" in line["message"]]
+    assert handover and all(
+        line["level"] == "ERROR" and line["logger"] == "dialer.callbacks.gate" for line in handover
+    )
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     for spelling in secret_spellings(SECRET, TOKEN):
         assert spelling not in text, spelling
