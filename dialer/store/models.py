@@ -140,7 +140,9 @@ class Contact(Base):
     __tablename__ = "contact"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    # No foreign key: PostgreSQL checked it row by row, 8.5 µs of an import's ~30 µs a
+    # row; a trigger on campaign deletes a campaign's contacts instead (migration 0007).
+    campaign_id: Mapped[int] = mapped_column(Integer)
     row: Mapped[int] = mapped_column(Integer)  # 1-based data row in the file: export order
     phone: Mapped[str] = mapped_column(Text)  # as given
     e164: Mapped[str | None] = mapped_column(String(255))  # E.164 number or SIP URI
@@ -157,7 +159,6 @@ class Contact(Base):
 
     __table_args__ = (
         Index("uq_contact_campaign_row", "campaign_id", "row", unique=True),
-        Index("ix_contact_campaign_status", "campaign_id", "status"),
         # The tick's query: due pending contacts of one campaign, oldest first, in
         # (due_at, id) order. ``id`` is in the index so the scan gives that order and
         # stops at the LIMIT: contacts imported together share a due_at, and without it
@@ -171,6 +172,14 @@ class Contact(Base):
             sqlite_where=text("status = 'pending'"),
         ),
         Index("ix_contact_e164", "e164"),
+        # The tick's "is any contact of this campaign being dialed?": the contacts in
+        # flight only, so an import (pending rows) never writes to it (migration 0007).
+        Index(
+            "ix_contact_dialing",
+            "campaign_id",
+            postgresql_where=text("status = 'dialing'"),
+            sqlite_where=text("status = 'dialing'"),
+        ),
         # The tick's window check: due pending contacts of one zone whose window is shut.
         Index(
             "ix_contact_zone_due",
