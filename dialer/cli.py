@@ -102,7 +102,14 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulator", help="a local stand-in for the carrier", add_help=False)
     sim.add_argument("args", nargs=argparse.REMAINDER)
 
-    sub.add_parser("demo", help="a whole campaign on the embedded default, no services")
+    demo = sub.add_parser("demo", help="a whole campaign on the embedded default, no services")
+    demo.add_argument(
+        "--web", action="store_true", help="then keep the operator's console up on it until Ctrl-C"
+    )
+
+    web = sub.add_parser("web", help="the operator's web console (DIALER_WEB_PASSWORD)")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=8000)
     return p
 
 
@@ -204,7 +211,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from dialer.dev import demo
 
-        return demo.main()
+        return demo.main(web=args.web)
+    if args.command == "web":
+        from dialer.web import app as web
+
+        web.serve(args.host, args.port)
+        return 0
     if args.command == "campaign" and args.campaign_command == "status":
         return _status(args)
     if args.command == "campaign" and args.campaign_command in ("start", "resume"):

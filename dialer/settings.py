@@ -80,6 +80,14 @@ def _text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _web_user(name: str, raw: str) -> str:
+    # HTTP Basic splits the user from the password at the first colon.
+    user = _text(name, raw)
+    if ":" in user or not user.isprintable():
+        raise SettingsError(f"{name} must be a user name without ':' or control characters")
+    return user
+
+
 def _choice(*choices: str) -> Callable[[str, str], str]:
     def coerce(name: str, raw: str) -> str:
         if raw not in choices:
@@ -108,6 +116,9 @@ class Settings:
     event_consumers: int = 2
     log_format: str = "text"
     metrics_token: str | None = field(default=None, repr=False)
+    web_user: str = "admin"
+    web_password: str | None = field(default=None, repr=False)
+    web_max_upload_mb: int = 50
 
     def require(self, *names: str) -> None:
         """Fail with every missing setting named, for the processes that need them."""
@@ -137,6 +148,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DIALER_EVENT_CONSUMERS": ("event_consumers", _count),
     "DIALER_LOG_FORMAT": ("log_format", _choice("text", "json")),
     "DIALER_METRICS_TOKEN": ("metrics_token", _text),
+    "DIALER_WEB_USER": ("web_user", _web_user),
+    "DIALER_WEB_PASSWORD": ("web_password", _text),
+    "DIALER_WEB_MAX_UPLOAD_MB": ("web_max_upload_mb", _positive_int),
 }
 _ATTR = {name: attr for name, (attr, _) in _VARIABLES.items()}
 

@@ -1,0 +1,1 @@
+"""The operator's web console (``dialer web``): see docs/console.md."""

@@ -1,0 +1,766 @@
+"""The console's pages and actions.
+
+Reads go through ``dialer.api`` (status, export) and ``dialer.web.queries`` (what the API
+has no function for); changes go through ``dialer.api`` alone (start, pause, resume,
+cancel, update, create, the do-not-call list), exactly as the CLI calls them. Handlers
+that touch the database are plain functions, which Starlette runs on its thread pool:
+the event loop only moves bytes. An import runs on ``dialer.web.jobs``' own pool.
+
+Every state-changing route is a ``form_action``: its form is parsed with bounds, and it
+runs only with the request's CSRF token (form field or header).
+
+A page's live part (the rows of the campaigns page, the counts and chart of a campaign,
+an import's progress) is the same template rendered alone when the URL has
+``?part=...``; ``static/console.js`` fetches it every second and swaps it in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import functools
+import inspect
+import math
+import os
+import re
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Route
+
+from dialer import api
+from dialer.web import auth, charts, queries
+from dialer.web.activity import Activity
+from dialer.web.jobs import Jobs
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+LIVE_MS = 1000  # how often a page's live part is fetched again
+FINAL_STATES = ("completed", "cancelled")
+# What an action did, said by the page it leads to (a fixed text, never one from the URL).
+DONE = {
+    "start": "Started: the first calls go out within a second.",
+    "pause": "Paused: no new call is created; calls in progress end normally.",
+    "resume": "Resumed.",
+    "cancel": "Cancelled: contacts not yet dialed are cancelled.",
+    "update": "Rules updated; they apply to work not yet sent.",
+    "nothing": "Nothing changed: the rules given were the ones in force.",
+}
+
+# The options of ``api.create_campaign`` the form asks for itself (the file, the
+# do-not-call upload) or that are not options (the progress callback).
+_CREATE_SPECIAL = {"name", "from_number", "contacts", "dnc", "progress"}
+_LABELS = {"from_number": "from", "tag_fields": "tag-field"}
+
+
+def _env() -> Environment:
+    env = Environment(
+        loader=PackageLoader("dialer.web", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["num"] = _num
+    env.filters["pct"] = _pct
+    env.filters["rate"] = _rate
+    env.globals["DONE"] = DONE
+    env.globals["LIVE_MS"] = LIVE_MS
+    return env
+
+
+def _when(value: Any) -> str:
+    """A time as UTC, to the second; ISO strings (the status) and datetimes alike."""
+    if value in (None, ""):
+        return ""
+    if isinstance(value, int | float):
+        value = datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return str(value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}/s"
+
+
+@dataclass
+class Console:
+    authenticator: auth.Authenticator
+    activity: Activity
+    jobs: Jobs
+    max_upload: int
+
+    def __post_init__(self) -> None:
+        self.env = _env()
+        self._watch: set[int] = set()
+
+    # ------------------------------------------------------------------ helpers
+    def render(
+        self, request: Request, name: str, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        identity: auth.Identity | None = getattr(request.state, "identity", None)
+        html = self.env.get_template(name).render(
+            request=request,
+            identity=identity,
+            csrf=identity.csrf if identity else "",
+            path=request.url.path,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    async def http_error(self, request: Request, exc: HTTPException) -> Response:
+        detail = exc.detail or "error"
+        if "text/html" in request.headers.get("accept", ""):
+            return self.render(request, "error.html", exc.status_code, code=exc.status_code, detail=detail)
+        return PlainTextResponse(detail + "\n", status_code=exc.status_code)
+
+    def sample_read(self) -> list[dict[str, Any]]:
+        """What the activity sampler reads: the running and paused campaigns, and once
+        more each one that was, so its last moves are counted."""
+        ids = set(queries.active_ids()) | self._watch
+        found = queries.statuses(sorted(ids))
+        self._watch = {s["id"] for s in found if s["state"] not in FINAL_STATES}
+        return found
+
+    # ------------------------------------------------------------------ log in and out
+    async def login_page(self, request: Request) -> Response:
+        if getattr(request.state, "identity", None) is not None:
+            return RedirectResponse(_safe_next(request.query_params.get("next")), 303)
+        return self._login_form(request)
+
+    def _login_form(self, request: Request, error: str | None = None, status: int = 200) -> Response:
+        cookie, token = self.authenticator.login_form(request.cookies.get(auth.LOGIN_COOKIE))
+        response = self.render(
+            request,
+            "login.html",
+            status,
+            login_token=token,
+            next=_safe_next(request.query_params.get("next")),
+            error=error,
+        )
+        response.set_cookie(
+            auth.LOGIN_COOKIE,
+            cookie,
+            max_age=auth.LOGIN_FORM_SECONDS,
+            path="/login",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    async def login(self, request: Request) -> Response:
+        client = request.client.host if request.client else "?"
+        if self.authenticator.refused(client):
+            return self._login_form(request, "Too many failed logins: try again in a few minutes.", 429)
+        form = await request.form(max_files=0, max_fields=8, max_part_size=4096)
+        field = functools.partial(_text, form)
+        if not self.authenticator.login_token_ok(
+            request.cookies.get(auth.LOGIN_COOKIE), field("login_token")
+        ):
+            return self._login_form(request, "The form expired: log in again.", 403)
+        if not self.authenticator.check(field("user"), field("password")):
+            self.authenticator.failed(client)
+            await asyncio.sleep(0.2)  # a little: guessing is throttled above as well
+            return self._login_form(request, "Wrong user or password.", 401)
+        response = RedirectResponse(_safe_next(field("next")), 303)
+        response.set_cookie(
+            auth.SESSION_COOKIE,
+            self.authenticator.new_session(),
+            max_age=auth.SESSION_SECONDS,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        response.delete_cookie(auth.LOGIN_COOKIE, path="/login")
+        return response
+
+    async def logout(self, request: Request, form: FormData) -> Response:
+        response = RedirectResponse("/login", 303)
+        response.delete_cookie(auth.SESSION_COOKIE, path="/")
+        return response
+
+    def csrf(self, request: Request) -> Response:
+        """The token a script's changes must carry (``X-CSRF-Token``)."""
+        return JSONResponse({"csrf": request.state.identity.csrf})
+
+    def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    def favicon(self, request: Request) -> Response:
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------------ campaigns
+    def campaigns(self, request: Request) -> Response:
+        q = request.query_params
+        state = q.get("state") or None
+        if state is not None and state not in ("draft", "running", "paused", "completed", "cancelled"):
+            state = None
+        name = (q.get("q") or "").strip()[:200] or None
+        size = min(max(_int(q.get("size"), PAGE_SIZE), 1), MAX_PAGE_SIZE)
+        page = max(_int(q.get("page"), 1), 1)
+        ids, matching, by_state = queries.campaign_page(state, name, (page - 1) * size, size)
+        rows = [self._summary(st) for st in queries.statuses(ids)]
+        pages = max(math.ceil(matching / size), 1)
+        query = {k: v for k, v in (("state", state), ("q", name), ("size", size)) if v}
+        context = {
+            "rows": rows,
+            "state": state,
+            "q": name or "",
+            "page": page,
+            "pages": pages,
+            "matching": matching,
+            "by_state": by_state,
+            "query": query,
+            "live_url": "/?" + urlencode({**query, "page": page, "part": "rows"}),
+        }
+        if q.get("part") == "rows":
+            return self.render(request, "_campaign_rows.html", **context)
+        return self.render(request, "campaigns.html", **context)
+
+    def _summary(self, st: dict[str, Any]) -> dict[str, Any]:
+        contacts = st["contacts"]
+        final = st["total"] - contacts.get("pending", 0) - contacts.get("dialing", 0)
+        reached = sum(contacts.get(s, 0) for s in ("answered", "unanswered", "failed"))
+        return {
+            **st,
+            "final": final,
+            "done_share": final / st["total"] if st["total"] else 0.0,
+            "segments": charts.progress(contacts),
+            "answer_rate": contacts.get("answered", 0) / reached if reached else None,
+            "rate": self.activity.rate(st["id"]) if st["state"] not in FINAL_STATES else None,
+            "responses": st.get("responses"),
+        }
+
+    def campaign(self, request: Request) -> Response:
+        cid = _int(request.path_params["id"], 0)
+        try:
+            st = api.status(cid)
+        except api.ApiError as exc:
+            raise HTTPException(404, str(exc)) from None
+        context = self._campaign_context(cid, st)
+        context["done"] = DONE.get(request.query_params.get("done", ""))
+        if request.query_params.get("part") == "live":
+            return self.render(request, "_campaign_live.html", **context)
+        context["report"] = queries.import_report(cid)
+        context["not_dialed"] = queries.not_dialed(cid, limit=20)
+        context["update_fields"] = _update_fields(st)
+        return self.render(request, "campaign.html", **context)
+
+    def _campaign_context(self, cid: int, st: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        trouble = queries.carrier_trouble(cid)
+        chart = charts.minutes(self.activity.chart(cid))
+        return {
+            "st": self._summary(st),
+            "trouble": trouble,
+            "chart": chart,
+            "live_url": f"/campaigns/{cid}?part=live",
+            **extra,
+        }
+
+    async def control(self, request: Request, form: FormData, action: str) -> Response:
+        cid = _int(request.path_params["id"], 0)
+        if action == "cancel" and _text(form, "confirm") != "yes":
+            return await run_in_threadpool(self._confirm_cancel, request, cid)
+        fn = {"start": api.start, "pause": api.pause, "resume": api.resume, "cancel": api.cancel}[action]
+        try:
+            await run_in_threadpool(fn, cid)
+        except api.CampaignStateError as exc:
+            return await run_in_threadpool(self._campaign_error, request, cid, str(exc), 409)
+        except api.ApiError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return RedirectResponse(f"/campaigns/{cid}?done={action}", 303)
+
+    def confirm_cancel(self, request: Request) -> Response:
+        return self._confirm_cancel(request, _int(request.path_params["id"], 0))
+
+    def _confirm_cancel(self, request: Request, cid: int) -> Response:
+        try:
+            st = api.status(cid)
+        except api.ApiError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return self.render(request, "confirm_cancel.html", st=st)
+
+    def _campaign_error(self, request: Request, cid: int, error: str, status: int, **extra: Any) -> Response:
+        try:
+            st = api.status(cid)
+        except api.ApiError as exc:
+            raise HTTPException(404, str(exc)) from None
+        context = self._campaign_context(cid, st)
+        context.update(
+            report=queries.import_report(cid),
+            not_dialed=queries.not_dialed(cid, limit=20),
+            update_fields=_update_fields(st),
+            error=error,
+            **extra,
+        )
+        return self.render(request, "campaign.html", status, **context)
+
+    async def update(self, request: Request, form: FormData) -> Response:
+        cid = _int(request.path_params["id"], 0)
+        try:
+            st = await run_in_threadpool(api.status, cid)
+        except api.ApiError as exc:
+            raise HTTPException(404, str(exc)) from None
+        try:
+            given = _changes(form, st)
+        except ValueError as exc:
+            return await run_in_threadpool(self._campaign_error, request, cid, str(exc), 400)
+        if not given:
+            return RedirectResponse(f"/campaigns/{cid}?done=nothing", 303)
+        try:
+            result = await run_in_threadpool(functools.partial(api.update, cid, **given))
+        except ValueError as exc:  # ApiError, CampaignStateError
+            return await run_in_threadpool(self._campaign_error, request, cid, str(exc), 400)
+        return RedirectResponse(
+            f"/campaigns/{cid}?done={'update' if result.get('changed') else 'nothing'}", 303
+        )
+
+    def export(self, request: Request) -> Response:
+        cid = _int(request.path_params["id"], 0)
+        run = _int(request.query_params.get("run"), 0) or None
+        fd, name = tempfile.mkstemp(prefix="dialer-export-", suffix=".csv")
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+                api.export(cid, f, run=run)
+        except api.ApiError as exc:
+            os.unlink(name)
+            raise HTTPException(404, str(exc)) from None
+        except BaseException:
+            os.unlink(name)
+            raise
+        filename = f"campaign-{cid}" + (f"-run-{run}" if run else "") + "-export.csv"
+        return FileResponse(
+            name, media_type="text/csv", filename=filename, background=BackgroundTask(os.unlink, name)
+        )
+
+    def not_dialed_csv(self, request: Request) -> Response:
+        """The import report's rows that will not be dialed, with their reasons."""
+        cid = _int(request.path_params["id"], 0)
+        if queries.import_report(cid) is None:
+            raise HTTPException(404, f"no campaign with id {cid}")
+        fd, name = tempfile.mkstemp(prefix="dialer-report-", suffix=".csv")
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["row", "phone", "status", "reason"])
+                writer.writerows(queries.iter_not_dialed(cid))
+        except BaseException:
+            os.unlink(name)
+            raise
+        return FileResponse(
+            name,
+            media_type="text/csv",
+            filename=f"campaign-{cid}-not-dialed.csv",
+            background=BackgroundTask(os.unlink, name),
+        )
+
+    # ------------------------------------------------------------------ create
+    def new_page(self, request: Request) -> Response:
+        return self.render(request, "new.html", fields=_create_fields({}), values={}, limit=self.max_upload)
+
+    async def create(self, request: Request, form: FormData) -> Response:
+        values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"}
+
+        def again(error: str, status: int = 400) -> Response:
+            return self.render(
+                request, "new.html", status, fields=_create_fields(values), values=values,
+                error=error, limit=self.max_upload,
+            )  # fmt: skip
+
+        contacts = form.get("contacts")
+        if not isinstance(contacts, UploadFile) or not contacts.filename:
+            return again("Choose the CSV file of contacts.")
+        name, from_number = _text(form, "name"), _text(form, "from_number")
+        if not name or not from_number:
+            return again("A campaign needs a name and a from number.")
+        try:
+            options = _create_options(form)
+        except ValueError as exc:
+            return again(str(exc))
+        paths = [await _keep(contacts, ".csv")]
+        dnc = form.get("dnc")
+        if isinstance(dnc, UploadFile) and dnc.filename:
+            paths.append(await _keep(dnc, ".csv"))
+            options["dnc"] = [paths[-1]]
+        job = self.jobs.submit(
+            name,
+            paths,
+            api.create_campaign,
+            {"name": name, "from_number": from_number, "contacts": paths[0], **options},
+        )
+        # A wrong option or a file without the phone column fails at once: say so on
+        # the form, with what was typed, rather than on a page of its own.
+        assert job.future is not None
+        with _ignored(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), 0.5)
+        if job.state == "failed":
+            return again(job.error or "the import failed")
+        return RedirectResponse(f"/imports/{job.id}", 303)
+
+    def import_page(self, request: Request) -> Response:
+        job = self.jobs.get(request.path_params["job"])
+        if job is None:
+            raise HTTPException(404, "no such import (they are kept for an hour)")
+        context: dict[str, Any] = {"job": job, "live_url": f"/imports/{job.id}?part=live"}
+        if job.state == "done" and job.report:
+            context["not_dialed"] = queries.not_dialed(job.report["id"], limit=50)
+        if request.query_params.get("part") == "live":
+            return self.render(request, "_import_live.html", **context)
+        return self.render(request, "import.html", **context)
+
+    # ------------------------------------------------------------------ do-not-call
+    def dnc_page(self, request: Request, result: dict[str, Any] | None = None, error: str | None = None, status: int = 200) -> Response:
+        from dialer.importing.numbers import normalize
+
+        number = (request.query_params.get("number") or "").strip()[:64]
+        region = _region(request.query_params.get("region"))
+        found, e164, problem = None, None, None
+        if number:
+            e164, problem = normalize(number, region)
+            found = queries.dnc_find(e164) if e164 else []
+        return self.render(
+            request, "dnc.html", status,
+            number=number, region=region, e164=e164, problem=problem, found=found,
+            recent=queries.dnc_recent(), result=result, error=error, limit=self.max_upload,
+        )  # fmt: skip
+
+    async def dnc_change(self, request: Request, form: FormData) -> Response:
+        """Add or remove one number, or the numbers of an uploaded file."""
+        from dialer.importing.numbers import normalize
+
+        action = _text(form, "action")
+        if action not in ("add", "remove"):
+            raise HTTPException(400, "action must be add or remove")
+        region = _region(_text(form, "region"))
+        campaign_text = _text(form, "campaign")
+        campaign_id = _int(campaign_text, 0) or None
+        if campaign_text and campaign_id is None:
+            return await run_in_threadpool(self.dnc_page, request, None, "Campaign must be a campaign id.", 400)
+        upload = form.get("file")
+        if isinstance(upload, UploadFile) and upload.filename:
+            path = await _keep(upload, ".csv")
+        else:
+            number = _text(form, "number")
+            e164, problem = normalize(number, region)
+            if e164 is None:
+                return await run_in_threadpool(
+                    self.dnc_page, request, None, f"{number!r} is not a number: {problem}.", 400
+                )
+            path = await run_in_threadpool(_one_number_csv, e164)
+        fn = api.add_dnc if action == "add" else api.remove_dnc
+        try:
+            result = await run_in_threadpool(
+                functools.partial(fn, path, campaign_id=campaign_id, region=region)
+            )
+        except ValueError as exc:
+            return await run_in_threadpool(self.dnc_page, request, None, str(exc), 400)
+        finally:
+            os.unlink(path)
+        return await run_in_threadpool(self.dnc_page, request, {"action": action, **result})
+
+    # ------------------------------------------------------------------ a contact's story
+    def contact(self, request: Request) -> Response:
+        from dialer.importing.numbers import normalize
+
+        number = (request.query_params.get("number") or "").strip()[:255]
+        region = _region(request.query_params.get("region"))
+        story, e164, problem = None, None, None
+        if number:
+            e164, problem = normalize(number, region)
+            call_id = number if e164 is None and re.fullmatch(r"[A-Za-z0-9_.:-]{3,80}", number) else None
+            story = queries.contact_story(e164, call_id)
+        return self.render(
+            request, "contact.html", number=number, region=region, e164=e164, problem=problem, story=story
+        )
+
+
+# ---------------------------------------------------------------------- forms
+
+
+def form_action(
+    handler: Callable[[Any, Request, FormData], Awaitable[Response]], *, files: int = 0
+) -> Callable[[Request], Awaitable[Response]]:
+    """A state-changing route: its form parsed with bounds (the body as a whole is
+    bounded by the gate), run only with the request's CSRF token."""
+
+    async def endpoint(request: Request) -> Response:
+        form = await request.form(max_files=files, max_fields=64, max_part_size=64 * 1024)
+        try:
+            identity: auth.Identity | None = request.state.identity
+            token = form.get(auth.CSRF_FIELD)
+            ok = getattr(request.state, "csrf_header", False) or (
+                identity is not None and isinstance(token, str) and auth.csrf_ok(identity, token)
+            )
+            if not ok:
+                raise HTTPException(
+                    403, "The CSRF token is missing or wrong: reload the page and try again."
+                )
+            return await handler(request, form)
+        finally:
+            await form.close()
+
+    endpoint.csrf_protected = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return default
+
+
+def _region(value: str | None) -> str:
+    value = (value or "US").strip().upper()
+    return value if re.fullmatch(r"[A-Z]{2}", value) else "US"
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this site: never another host (``//evil``, ``/\\evil``)."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    return target
+
+
+async def _keep(upload: UploadFile, suffix: str) -> Path:
+    """The uploaded file (spooled by the form parser) copied to a named temporary file,
+    off the event loop."""
+    import shutil
+
+    fd, name = tempfile.mkstemp(prefix="dialer-upload-", suffix=suffix)
+
+    def copy() -> None:
+        upload.file.seek(0)
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(upload.file, out, 1 << 20)
+
+    try:
+        await run_in_threadpool(copy)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+def _one_number_csv(e164: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix="dialer-dnc-", suffix=".csv")
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["phone"], [e164]])
+    return Path(name)
+
+
+class _ignored:
+    def __init__(self, *kinds: type[BaseException]) -> None:
+        self.kinds = kinds
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        return kind is not None and issubclass(kind, self.kinds)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One option of a form, from the API function's signature."""
+
+    name: str
+    flag: str  # the CLI's spelling, --max-attempts
+    kind: str  # text | int | float | bool | list
+    default: Any
+    value: Any = None
+
+
+def _kind(annotation: Any) -> str:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if "bool" in text:
+        return "bool"
+    if "Iterable" in text or "list" in text:
+        return "list"
+    if "float" in text:
+        return "float"
+    if "int" in text:
+        return "int"
+    return "text"
+
+
+def _flag(name: str) -> str:
+    return "--" + _LABELS.get(name, name).replace("_", "-")
+
+
+def _create_fields(values: dict[str, str]) -> list[Field]:
+    """Every keyword option of ``api.create_campaign``, as the CLI has them: what the
+    API learns, the form offers."""
+    out = []
+    for p in inspect.signature(api.create_campaign).parameters.values():
+        if p.kind != p.KEYWORD_ONLY or p.name in _CREATE_SPECIAL:
+            continue
+        kind = _kind(p.annotation)
+        default = None if p.default is inspect.Parameter.empty else p.default
+        if kind == "list":
+            default = ", ".join(default or ())
+        out.append(Field(p.name, _flag(p.name), kind, default, values.get(p.name)))
+    return out
+
+
+def _coerce(field: Field, raw: str) -> Any:
+    if field.kind == "bool":
+        return raw.lower() in ("on", "true", "yes", "1")
+    if field.kind == "list":
+        return [x.strip() for x in re.split(r"[,\n]", raw) if x.strip()]
+    try:
+        if field.kind == "int":
+            return int(raw)
+        if field.kind == "float":
+            return float(raw)
+    except ValueError:
+        what = "a whole number" if field.kind == "int" else "a number"
+        raise ValueError(f"{field.flag} must be {what}, got {raw!r}") from None
+    return raw
+
+
+def _create_options(form: FormData) -> dict[str, Any]:
+    """The form's options for ``api.create_campaign``: blank ones left to its defaults."""
+    options: dict[str, Any] = {}
+    for field in _create_fields({}):
+        raw = _text(form, field.name)
+        if field.kind == "bool":
+            if raw:
+                options[field.name] = _coerce(field, raw)
+        elif raw:
+            value = _coerce(field, raw)
+            if field.kind == "list" and not value:
+                continue
+            options[field.name] = value
+    return options
+
+
+def _update_fields(st: dict[str, Any]) -> list[Field]:
+    """The rules ``update`` can change on this campaign, with the values in force."""
+    params = inspect.signature(api.update).parameters
+    rules = st.get("rules") or {}
+    out = []
+    for name in api.RULE_FIELDS:
+        p = params.get(name)
+        kind = _kind(p.annotation) if p is not None else "text"
+        current = rules.get(name, st.get(name))
+        out.append(Field(name, _flag(name), kind, None, _shown(current)))
+    return out
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "on" if value else ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _changes(form: FormData, st: dict[str, Any]) -> dict[str, Any]:
+    """The rules the form changes: a field whose text differs from the rule in force;
+    an emptied field removes an optional rule (``update`` says which cannot be)."""
+    given: dict[str, Any] = {}
+    for field in _update_fields(st):
+        raw = _text(form, field.name)
+        if field.kind == "bool":
+            new = _coerce(field, raw)
+            if new != bool(field.value):
+                given[field.name] = new
+            continue
+        if raw == field.value:
+            continue
+        given[field.name] = None if raw == "" else _coerce(field, raw)
+    return given
+
+
+# ---------------------------------------------------------------------- routes
+
+
+def _own_token(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """The login form: it checks a token of its own (there is no session yet)."""
+
+    async def endpoint(request: Request) -> Response:
+        return await fn(request)
+
+    endpoint.csrf_protected = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def routes(c: Console) -> list[Route]:
+    controls = [
+        Route(
+            f"/campaigns/{{id:int}}/{name}",
+            form_action(functools.partial(c.control, action=name)),
+            methods=["POST"],
+        )
+        for name in ("start", "pause", "resume", "cancel")
+    ]
+    return [
+        Route("/", c.campaigns, methods=["GET"]),
+        Route("/login", c.login_page, methods=["GET"]),
+        Route("/login", _own_token(c.login), methods=["POST"]),
+        Route("/logout", form_action(c.logout), methods=["POST"]),
+        Route("/csrf", c.csrf, methods=["GET"]),
+        Route("/healthz", c.healthz, methods=["GET"]),
+        Route("/favicon.ico", c.favicon, methods=["GET"]),
+        Route("/campaigns/new", c.new_page, methods=["GET"]),
+        Route("/campaigns/new", form_action(c.create, files=2), methods=["POST"]),
+        Route("/campaigns/{id:int}", c.campaign, methods=["GET"]),
+        Route("/campaigns/{id:int}/cancel", c.confirm_cancel, methods=["GET"]),
+        *controls,
+        Route("/campaigns/{id:int}/update", form_action(c.update), methods=["POST"]),
+        Route("/campaigns/{id:int}/export.csv", c.export, methods=["GET"]),
+        Route("/campaigns/{id:int}/not-dialed.csv", c.not_dialed_csv, methods=["GET"]),
+        Route("/imports/{job:str}", c.import_page, methods=["GET"]),
+        Route("/dnc", c.dnc_page, methods=["GET"]),
+        Route("/dnc", form_action(c.dnc_change, files=1), methods=["POST"]),
+        Route("/contacts", c.contact, methods=["GET"]),
+    ]

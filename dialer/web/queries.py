@@ -1,0 +1,332 @@
+"""What the console reads that ``dialer.api`` has no function for. Read-only, and each
+statement bounded by an index, so a page costs the same on a million contacts as on ten:
+
+- the list of campaigns (ids of one page, counts by state): the ``campaign`` table;
+- statuses of many campaigns over one connection: ``dialer.store.campaign_status``, the
+  reader ``campaign status`` uses (the tallies; O(statuses) each);
+- the import report: the counts kept on the campaign, and the rows that will not be
+  dialed (``ix_contact_campaign_status``);
+- recent carrier errors and push-backs: attempts in the statuses that carry them
+  (``ix_attempt_campaign_status``), newest first;
+- the do-not-call list: by number (``uq_suppression_*``) or the newest entries;
+- a contact's story: contacts by number (``ix_contact_e164``), their attempts
+  (``ix_attempt_contact``), each attempt's callbacks (``ix_call_event_attempt``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, select
+
+from dialer import clock
+from dialer.errors import ApiError
+from dialer.store import campaign_status, db, dialects
+from dialer.store.models import (
+    Attempt,
+    AttemptStatus,
+    CallEvent,
+    Campaign,
+    CampaignState,
+    Contact,
+    ContactStatus,
+    Suppression,
+)
+
+# Campaigns that want watching first, then drafts, then the finished ones, newest first.
+_STATE_ORDER = case(
+    {CampaignState.RUNNING: 0, CampaignState.PAUSED: 1, CampaignState.DRAFT: 2},
+    value=Campaign.state,
+    else_=3,
+)
+NOT_DIALED = (ContactStatus.INVALID, ContactStatus.DUPLICATE, ContactStatus.SUPPRESSED)
+
+
+def campaign_page(
+    state: str | None, name: str | None, offset: int, limit: int
+) -> tuple[list[int], int, dict[str, int]]:
+    """(ids of one page, how many match, campaigns by state)."""
+    where = []
+    if state:
+        where.append(Campaign.state == state)
+    if name:
+        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(Campaign.name.ilike(f"%{escaped}%", escape="\\"))
+    with db.session_scope() as session:
+        ids = list(
+            session.scalars(
+                select(Campaign.id)
+                .where(*where)
+                .order_by(_STATE_ORDER, Campaign.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+        )
+        matching = session.scalar(select(func.count()).select_from(Campaign).where(*where)) or 0
+        by_state = {
+            str(s): int(n)
+            for s, n in session.execute(
+                select(Campaign.state, func.count()).group_by(Campaign.state)
+            )
+        }
+    return ids, int(matching), by_state
+
+
+def statuses(ids: list[int], now: datetime | None = None) -> list[dict[str, Any]]:
+    """``api.status`` of each campaign, over one pooled connection; a campaign deleted
+    meanwhile is left out."""
+    if not ids:
+        return []
+    engine = db.engine()
+    driver = dialects.of_bind(engine).driver
+    conn = engine.raw_connection()
+    out = []
+    try:
+        at = now or clock.now()
+        for cid in ids:
+            try:
+                out.append(campaign_status.read(conn.dbapi_connection, cid, driver=driver, now=at))
+            except ApiError:
+                continue
+    finally:
+        conn.close()
+    return out
+
+
+def active_ids() -> list[int]:
+    """Campaigns whose counts can move: running or paused (their dialing calls end)."""
+    with db.session_scope() as session:
+        return list(
+            session.scalars(
+                select(Campaign.id).where(
+                    Campaign.state.in_([CampaignState.RUNNING, CampaignState.PAUSED])
+                )
+            )
+        )
+
+
+def import_report(campaign_id: int) -> dict[str, Any] | None:
+    """The counts the import left on the campaign, and its options as given."""
+    with db.session_scope() as session:
+        c = session.get(Campaign, campaign_id)
+        if c is None:
+            return None
+        return {
+            "rows": c.rows,
+            "imported": c.imported,
+            "invalid": c.invalid,
+            "duplicate": c.duplicate,
+            "suppressed": c.suppressed,
+            "columns": list(c.columns or []),
+            "phone_column": c.phone_column,
+            "region": c.region,
+            "tag_fields": list(c.tag_fields or []),
+        }
+
+
+def not_dialed(campaign_id: int, limit: int | None = 50) -> list[dict[str, Any]]:
+    """Rows of the file that will not be dialed (invalid, duplicate, suppressed), in file
+    order, with their reasons; ``limit`` None: all of them."""
+    stmt = (
+        select(Contact.row, Contact.phone, Contact.status, Contact.reason)
+        .where(Contact.campaign_id == campaign_id, Contact.status.in_(NOT_DIALED))
+        .order_by(Contact.row)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with db.session_scope() as session:
+        return [
+            {"row": r, "phone": p, "status": s, "reason": why}
+            for r, p, s, why in session.execute(stmt)
+        ]
+
+
+def iter_not_dialed(campaign_id: int) -> Iterator[tuple[int, str, str, str | None]]:
+    """Every row that will not be dialed, streamed (the downloadable report)."""
+    with db.session_scope() as session:
+        yield from session.execute(
+            select(Contact.row, Contact.phone, Contact.status, Contact.reason)
+            .where(Contact.campaign_id == campaign_id, Contact.status.in_(NOT_DIALED))
+            .order_by(Contact.row)
+            .execution_options(yield_per=5000)
+        ).tuples()
+
+
+# Attempts that carry a carrier error: refused for good (failed), ambiguous (unknown),
+# or pushed back and queued again (queued, with the error and a not-before time).
+_ERROR_STATUSES = (AttemptStatus.FAILED, AttemptStatus.UNKNOWN, AttemptStatus.QUEUED)
+
+
+def carrier_trouble(campaign_id: int, limit: int = 10) -> dict[str, Any]:
+    """The newest attempts with a carrier error, and the push-backs in force now."""
+    now = clock.now()
+    with db.session_scope() as session:
+        rows = session.execute(
+            select(
+                Attempt.id,
+                Attempt.status,
+                Attempt.call_id,
+                Attempt.cause,
+                Attempt.error,
+                Attempt.not_before,
+                Attempt.ended_at,
+                Attempt.queued_at,
+                Contact.e164,
+            )
+            .join(Contact, Contact.id == Attempt.contact_id)
+            .where(
+                Attempt.campaign_id == campaign_id,
+                Attempt.status.in_(_ERROR_STATUSES),
+                Attempt.error.is_not(None),
+            )
+            .order_by(Attempt.id.desc())
+            .limit(limit)
+        ).all()
+        held, until = session.execute(
+            select(func.count(), func.max(Attempt.not_before)).where(
+                Attempt.campaign_id == campaign_id,
+                Attempt.status == AttemptStatus.QUEUED,
+                Attempt.not_before > now,
+            )
+        ).one()
+    errors = [
+        {
+            "attempt": aid,
+            "status": status,
+            "call_id": call_id,
+            "cause": cause,
+            "error": error,
+            "pushed_back_until": not_before if not_before and not_before > now else None,
+            "at": ended or queued,
+            "number": e164,
+        }
+        for aid, status, call_id, cause, error, not_before, ended, queued, e164 in rows
+    ]
+    return {"errors": errors, "held": int(held or 0), "held_until": until}
+
+
+# ------------------------------------------------------------------ do-not-call
+
+
+def dnc_find(e164: str) -> list[dict[str, Any]]:
+    """Every list the number is on: the global one and campaigns' own."""
+    with db.session_scope() as session:
+        return [
+            {"e164": e, "campaign_id": cid, "campaign": name, "added_at": added}
+            for e, cid, name, added in session.execute(
+                select(Suppression.e164, Suppression.campaign_id, Campaign.name, Suppression.added_at)
+                .outerjoin(Campaign, Campaign.id == Suppression.campaign_id)
+                .where(Suppression.e164 == e164)
+                .order_by(Suppression.campaign_id.nulls_first())
+            )
+        ]
+
+
+def dnc_recent(limit: int = 50) -> list[dict[str, Any]]:
+    with db.session_scope() as session:
+        return [
+            {"e164": e, "campaign_id": cid, "campaign": name, "added_at": added}
+            for e, cid, name, added in session.execute(
+                select(Suppression.e164, Suppression.campaign_id, Campaign.name, Suppression.added_at)
+                .outerjoin(Campaign, Campaign.id == Suppression.campaign_id)
+                .order_by(Suppression.id.desc())
+                .limit(limit)
+            )
+        ]
+
+
+# ------------------------------------------------------------------ a contact's story
+
+# Columns another part of the dialer may add to contacts and attempts (a call script's
+# response and digits, a recording): shown when the models have them.
+_OPTIONAL = ("response", "digits", "from_number", "recording_url", "transcript")
+
+
+def _optional(row: Any) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _OPTIONAL if getattr(row, name, None) is not None}
+
+
+def contact_story(e164: str | None, call_id: str | None, limit: int = 20) -> list[dict[str, Any]]:
+    """The contacts with this number (or the one a call id belongs to), newest first,
+    each with its attempts and each attempt's callbacks as received."""
+    with db.session_scope() as session:
+        stmt = select(Contact, Campaign.name).join(Campaign, Campaign.id == Contact.campaign_id)
+        if call_id:
+            owner = session.scalar(select(Attempt.contact_id).where(Attempt.call_id == call_id))
+            if owner is None:
+                return []
+            stmt = stmt.where(Contact.id == owner)
+        elif e164:
+            stmt = stmt.where(Contact.e164 == e164)
+        else:
+            return []
+        contacts = session.execute(stmt.order_by(Contact.id.desc()).limit(limit)).all()
+        story = []
+        for contact, campaign_name in contacts:
+            attempts = session.scalars(
+                select(Attempt).where(Attempt.contact_id == contact.id).order_by(Attempt.id)
+            ).all()
+            events: dict[int, list[CallEvent]] = {a.id: [] for a in attempts}
+            if attempts:
+                for event in session.scalars(
+                    select(CallEvent)
+                    .where(CallEvent.attempt_id.in_(list(events)))
+                    .order_by(CallEvent.id)
+                ):
+                    events[event.attempt_id or 0].append(event)
+            story.append(
+                {
+                    "campaign_id": contact.campaign_id,
+                    "campaign": campaign_name,
+                    "contact_id": contact.id,
+                    "row": contact.row,
+                    "phone": contact.phone,
+                    "e164": contact.e164,
+                    "status": contact.status,
+                    "reason": contact.reason,
+                    "attempts_made": contact.attempts,
+                    "due_at": contact.due_at,
+                    "context": dict(contact.context or {}),
+                    "extra": _optional(contact),
+                    "attempts": [
+                        {
+                            "number": a.number,
+                            "run": a.run,
+                            "status": a.status,
+                            "call_id": a.call_id,
+                            "queued_at": a.queued_at,
+                            "created_at": a.created_at,
+                            "answered_at": a.answered_at,
+                            "ended_at": a.ended_at,
+                            "result": a.result,
+                            "cause": a.cause or a.hangup_cause,
+                            "error": a.error,
+                            "extra": _optional(a),
+                            "events": [
+                                {
+                                    "type": e.event_type,
+                                    "time": e.event_time or e.received_at,
+                                    "disposition": e.disposition,
+                                    "detail": _event_detail(e.payload),
+                                }
+                                for e in events[a.id]
+                            ],
+                        }
+                        for a in attempts
+                    ],
+                }
+            )
+        return story
+
+
+# What of a callback's payload the story shows (never its tag's secrets: there are none,
+# but the payload is the carrier's text, so it is shown escaped like everything else).
+_EVENT_FIELDS = ("cause", "digits", "state", "status", "recordingUri", "text", "transcription")
+
+
+def _event_detail(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        return ""
+    return ", ".join(f"{k}={payload[k]}" for k in _EVENT_FIELDS if payload.get(k) not in (None, ""))
