@@ -240,7 +240,11 @@ class Console:
         ids, matching, by_state = queries.campaign_page(state, name, (page - 1) * size, size)
         rows = [self._summary(st) for st in queries.statuses(ids)]
         pages = max(math.ceil(matching / size), 1)
-        query = {k: v for k, v in (("state", state), ("q", name), ("size", size)) if v}
+        query = {
+            k: v
+            for k, v in (("state", state), ("q", name), ("size", size if size != PAGE_SIZE else None))
+            if v
+        }
         context = {
             "rows": rows,
             "state": state,

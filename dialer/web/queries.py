@@ -146,12 +146,13 @@ def not_dialed(campaign_id: int, limit: int | None = 50) -> list[dict[str, Any]]
 def iter_not_dialed(campaign_id: int) -> Iterator[tuple[int, str, str, str | None]]:
     """Every row that will not be dialed, streamed (the downloadable report)."""
     with db.session_scope() as session:
-        yield from session.execute(
+        for row, phone, status, reason in session.execute(
             select(Contact.row, Contact.phone, Contact.status, Contact.reason)
             .where(Contact.campaign_id == campaign_id, Contact.status.in_(NOT_DIALED))
             .order_by(Contact.row)
             .execution_options(yield_per=5000)
-        ).tuples()
+        ):
+            yield row, phone, status, reason
 
 
 # Attempts that carry a carrier error: refused for good (failed), ambiguous (unknown),
