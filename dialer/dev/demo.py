@@ -45,6 +45,7 @@ EXPORT_NAME = "dialer-demo-export.csv"
 DEADLINE = 120  # seconds the campaign may take before the demo gives up
 # The call script every answered call hears (BXML the receiver serves; dialer.script).
 SAY = "Hello {name}. Press 1 to confirm your appointment, 2 to cancel, 9 to stop these calls."
+CONSOLE_PORT = 8000  # dialer demo --web, when it is free (else any)
 
 
 class _MemoryTransport(memory.Transport):
@@ -124,7 +125,9 @@ def _sample(workdir: Path) -> tuple[Path, Path]:
     return contacts, dnc_file
 
 
-def main() -> int:
+def main(web: bool = False) -> int:
+    """``web``: the operator's console on the demo too (``dialer demo --web``), up from
+    the campaign's start until Ctrl-C, with everything else still running."""
     from rich.console import Console
 
     console = Console()
@@ -132,15 +135,18 @@ def main() -> int:
     # kombu warns on every connection that memory:// names no host; it needs none.
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="dialer-demo-") as scratch:
-        status, report, duration, export = _run(console, Path(scratch))
-    _summary(console, status, report, duration, time.monotonic() - started, export)
+        status, report, duration, export = _run(console, Path(scratch), web, started)
+    if not web:
+        _summary(console, status, report, duration, time.monotonic() - started, export)
     leftover = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if leftover:
         print(f"demo: threads still running: {', '.join(leftover)}", file=sys.stderr)
     return 0 if status["state"] == "completed" and not leftover else 1
 
 
-def _run(console: Any, workdir: Path) -> tuple[dict[str, Any], dict[str, Any], float, Path]:
+def _run(
+    console: Any, workdir: Path, web: bool = False, started: float = 0.0
+) -> tuple[dict[str, Any], dict[str, Any], float, Path]:
     from dialer import settings
     from dialer.dev.simulator import SimConfig, Simulator
 
@@ -238,13 +244,77 @@ def _run(console: Any, workdir: Path) -> tuple[dict[str, Any], dict[str, Any], f
             stop = threading.Event()
             beat = threading.Thread(target=_beat, args=(tasks, stop), name="demo-beat")
             with _running(beat, stop):
+                if web:
+                    url, password = _console(stack)
+                    console.print(
+                        f"[bold]console[/bold]: {url}  user [bold]admin[/bold]  "
+                        f"password [bold]{password}[/bold]",
+                        soft_wrap=True,
+                        highlight=False,
+                    )
                 t0 = time.monotonic()
                 api.start(report["id"])
                 status = _follow(api, report["id"], console)
                 duration = time.monotonic() - t0
-        export = _export_path()
-        api.export(report["id"], export)
+                export = _export_path()
+                api.export(report["id"], export)
+                if web:
+                    # Everything stays up, so the console can run more campaigns.
+                    _summary(console, status, report, duration, time.monotonic() - started, export)
+                    _hold(console, url)
     return status, report, duration, export
+
+
+def _console(stack: contextlib.ExitStack) -> tuple[str, str]:
+    """``dialer web`` on the demo's database, in a thread on loopback (port 8000 when it
+    is free), with a password made for this run: (its URL, the password)."""
+    import dataclasses
+    import socket
+
+    import uvicorn
+
+    from dialer import settings
+    from dialer.web.app import create_app
+
+    password = secrets.token_urlsafe(12)
+    app = create_app(dataclasses.replace(settings.get(), web_password=password))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", CONSOLE_PORT))
+    except OSError:
+        sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, lifespan="on", loop="asyncio", ws="none", access_log=False, log_level="warning"
+        )
+    )
+    stack.callback(sock.close)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    _thread(stack, lambda: server.run(sockets=[sock]), stop, "demo-console")
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return f"http://127.0.0.1:{sock.getsockname()[1]}/", password
+
+
+def _hold(console: Any, url: str) -> None:
+    """Until Ctrl-C (or SIGTERM)."""
+    import signal
+
+    console.print(f"the console stays up at {url}: Ctrl-C to stop", highlight=False)
+    done = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -116,7 +116,8 @@ class Activity:
         return {
             "since": since,
             "minutes": [
-                {"minute": m, **buckets.get(m, {})} for m in range(current - minutes + 1, current + 1)
+                {"minute": m, **buckets.get(m, {})}
+                for m in range(current - minutes + 1, current + 1)
             ],
         }
 
@@ -128,9 +129,7 @@ class Activity:
         for status in statuses:
             self.record(status, at)
         with self._lock:
-            for cid in [
-                c for c, s in self._series.items() if at - s.last_sampled > FORGET_AFTER
-            ]:
+            for cid in [c for c, s in self._series.items() if at - s.last_sampled > FORGET_AFTER]:
                 del self._series[cid]
         return len(statuses)
 

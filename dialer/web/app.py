@@ -18,7 +18,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from http import cookies
-from typing import Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -93,7 +92,7 @@ class Gate:
         state = scope.setdefault("state", {})
         send = self._with_headers(send, static=path.startswith("/static/"))
 
-        identity: auth.Identity | None = self.auth.session(_cookie(scope, auth.SESSION_COOKIE))
+        identity = self.auth.session(_cookie(scope, auth.SESSION_COOKIE))
         if identity is None:
             basic = self.auth.basic(_header(scope, b"authorization"))
             if basic is False:
@@ -103,7 +102,7 @@ class Gate:
                 self.auth.failed(client)
                 await _plain(send, 401, "wrong user or password", basic_challenge=True)
                 return
-            identity = basic or None
+            identity = basic if isinstance(basic, auth.Identity) else None
         state["identity"] = identity
 
         if identity is None and not path.startswith(PUBLIC):
@@ -227,9 +226,10 @@ def create_app(
         Mount("/static", app=StaticFiles(packages=[("dialer.web", "static")]), name="static"),
     ]
     for route in routes:
-        if isinstance(route, Route) and (route.methods or set()) & UNSAFE:
-            if not getattr(route.endpoint, "csrf_protected", False):
-                raise AssertionError(f"{route.path}: a state-changing route without a CSRF check")
+        if not isinstance(route, Route) or not (route.methods or set()) & UNSAFE:
+            continue
+        if not getattr(route.endpoint, "csrf_protected", False):
+            raise AssertionError(f"{route.path}: a state-changing route without a CSRF check")
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -265,4 +265,3 @@ def serve(host: str, port: int) -> None:
         log_config=logs.uvicorn_log_config(),
         log_level=None,
     )
-

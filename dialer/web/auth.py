@@ -83,7 +83,7 @@ class Authenticator:
     def basic(self, header: str | None) -> Identity | None | bool:
         """The identity an ``Authorization: Basic`` header proves; None when there is no
         such header; False when there is one and it is wrong."""
-        if not header or not header[:6].lower() == "basic ":
+        if not header or header[:6].lower() != "basic ":
             return None
         try:
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
@@ -123,7 +123,11 @@ class Authenticator:
 
     def session(self, cookie: str | None) -> Identity | None:
         payload = self._unsign(cookie, SESSION_SECONDS)
-        if payload is None or payload.get("u") != self.user or not isinstance(payload.get("c"), str):
+        if (
+            payload is None
+            or payload.get("u") != self.user
+            or not isinstance(payload.get("c"), str)
+        ):
             return None
         return Identity(self.user, str(payload["c"]), "session")
 
@@ -141,7 +145,9 @@ class Authenticator:
     def login_token_ok(self, cookie: str | None, token: str | None) -> bool:
         payload = self._unsign(cookie, LOGIN_FORM_SECONDS)
         expected = payload.get("l") if payload else None
-        return isinstance(expected, str) and bool(token) and hmac.compare_digest(expected, token or "")
+        return (
+            isinstance(expected, str) and bool(token) and hmac.compare_digest(expected, token or "")
+        )
 
     # ------------------------------------------------------------------ guessing
     def refused(self, client: str) -> bool:

@@ -9,6 +9,7 @@ itself is kept with the campaign (its page shows it whenever it is opened).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -44,9 +45,7 @@ class Jobs:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
-    def submit(
-        self, name: str, paths: list[Path], create: Any, kwargs: dict[str, Any]
-    ) -> Job:
+    def submit(self, name: str, paths: list[Path], create: Any, kwargs: dict[str, Any]) -> Job:
         """Run ``create(progress=..., **kwargs)``; ``paths`` (the uploads) are removed when
         it ends, whatever happened."""
         job = Job(id=secrets.token_urlsafe(12), name=name)
@@ -68,10 +67,8 @@ class Jobs:
             finally:
                 job.ended = time.time()
                 for path in paths:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.unlink(path)
-                    except OSError:
-                        pass
 
         with self._lock:
             self._forget_old()

@@ -148,7 +148,9 @@ class Console:
     async def http_error(self, request: Request, exc: HTTPException) -> Response:
         detail = exc.detail or "error"
         if "text/html" in request.headers.get("accept", ""):
-            return self.render(request, "error.html", exc.status_code, code=exc.status_code, detail=detail)
+            return self.render(
+                request, "error.html", exc.status_code, code=exc.status_code, detail=detail
+            )
         return PlainTextResponse(detail + "\n", status_code=exc.status_code)
 
     def sample_read(self) -> list[dict[str, Any]]:
@@ -165,7 +167,9 @@ class Console:
             return RedirectResponse(_safe_next(request.query_params.get("next")), 303)
         return self._login_form(request)
 
-    def _login_form(self, request: Request, error: str | None = None, status: int = 200) -> Response:
+    def _login_form(
+        self, request: Request, error: str | None = None, status: int = 200
+    ) -> Response:
         cookie, token = self.authenticator.login_form(request.cookies.get(auth.LOGIN_COOKIE))
         response = self.render(
             request,
@@ -189,7 +193,9 @@ class Console:
     async def login(self, request: Request) -> Response:
         client = request.client.host if request.client else "?"
         if self.authenticator.refused(client):
-            return self._login_form(request, "Too many failed logins: try again in a few minutes.", 429)
+            return self._login_form(
+                request, "Too many failed logins: try again in a few minutes.", 429
+            )
         form = await request.form(max_files=0, max_fields=8, max_part_size=4096)
         field = functools.partial(_text, form)
         if not self.authenticator.login_token_ok(
@@ -232,7 +238,13 @@ class Console:
     def campaigns(self, request: Request) -> Response:
         q = request.query_params
         state = q.get("state") or None
-        if state is not None and state not in ("draft", "running", "paused", "completed", "cancelled"):
+        if state is not None and state not in (
+            "draft",
+            "running",
+            "paused",
+            "completed",
+            "cancelled",
+        ):
             state = None
         name = (q.get("q") or "").strip()[:200] or None
         size = min(max(_int(q.get("size"), PAGE_SIZE), 1), MAX_PAGE_SIZE)
@@ -242,10 +254,14 @@ class Console:
         pages = max(math.ceil(matching / size), 1)
         query = {
             k: v
-            for k, v in (("state", state), ("q", name), ("size", size if size != PAGE_SIZE else None))
+            for k, v in (
+                ("state", state),
+                ("q", name),
+                ("size", size if size != PAGE_SIZE else None),
+            )
             if v
         }
-        context = {
+        context: dict[str, Any] = {
             "rows": rows,
             "state": state,
             "q": name or "",
@@ -304,7 +320,9 @@ class Console:
         cid = _int(request.path_params["id"], 0)
         if action == "cancel" and _text(form, "confirm") != "yes":
             return await run_in_threadpool(self._confirm_cancel, request, cid)
-        fn = {"start": api.start, "pause": api.pause, "resume": api.resume, "cancel": api.cancel}[action]
+        fn = {"start": api.start, "pause": api.pause, "resume": api.resume, "cancel": api.cancel}[
+            action
+        ]
         try:
             await run_in_threadpool(fn, cid)
         except api.CampaignStateError as exc:
@@ -323,7 +341,9 @@ class Console:
             raise HTTPException(404, str(exc)) from None
         return self.render(request, "confirm_cancel.html", st=st)
 
-    def _campaign_error(self, request: Request, cid: int, error: str, status: int, **extra: Any) -> Response:
+    def _campaign_error(
+        self, request: Request, cid: int, error: str, status: int, **extra: Any
+    ) -> Response:
         try:
             st = api.status(cid)
         except api.ApiError as exc:
@@ -373,7 +393,10 @@ class Console:
             raise
         filename = f"campaign-{cid}" + (f"-run-{run}" if run else "") + "-export.csv"
         return FileResponse(
-            name, media_type="text/csv", filename=filename, background=BackgroundTask(os.unlink, name)
+            name,
+            media_type="text/csv",
+            filename=filename,
+            background=BackgroundTask(os.unlink, name),
         )
 
     def not_dialed_csv(self, request: Request) -> Response:
@@ -399,7 +422,9 @@ class Console:
 
     # ------------------------------------------------------------------ create
     def new_page(self, request: Request) -> Response:
-        return self.render(request, "new.html", fields=_create_fields({}), values={}, limit=self.max_upload)
+        return self.render(
+            request, "new.html", fields=_create_fields({}), values={}, limit=self.max_upload
+        )
 
     async def create(self, request: Request, form: FormData) -> Response:
         values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"}
@@ -452,7 +477,13 @@ class Console:
         return self.render(request, "import.html", **context)
 
     # ------------------------------------------------------------------ do-not-call
-    def dnc_page(self, request: Request, result: dict[str, Any] | None = None, error: str | None = None, status: int = 200) -> Response:
+    def dnc_page(
+        self,
+        request: Request,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        status: int = 200,
+    ) -> Response:
         from dialer.importing.numbers import normalize
 
         number = (request.query_params.get("number") or "").strip()[:64]
@@ -478,7 +509,9 @@ class Console:
         campaign_text = _text(form, "campaign")
         campaign_id = _int(campaign_text, 0) or None
         if campaign_text and campaign_id is None:
-            return await run_in_threadpool(self.dnc_page, request, None, "Campaign must be a campaign id.", 400)
+            return await run_in_threadpool(
+                self.dnc_page, request, None, "Campaign must be a campaign id.", 400
+            )
         upload = form.get("file")
         if isinstance(upload, UploadFile) and upload.filename:
             path = await _keep(upload, ".csv")
@@ -510,10 +543,18 @@ class Console:
         story, e164, problem = None, None, None
         if number:
             e164, problem = normalize(number, region)
-            call_id = number if e164 is None and re.fullmatch(r"[A-Za-z0-9_.:-]{3,80}", number) else None
+            call_id = (
+                number if e164 is None and re.fullmatch(r"[A-Za-z0-9_.:-]{3,80}", number) else None
+            )
             story = queries.contact_story(e164, call_id)
         return self.render(
-            request, "contact.html", number=number, region=region, e164=e164, problem=problem, story=story
+            request,
+            "contact.html",
+            number=number,
+            region=region,
+            e164=e164,
+            problem=problem,
+            story=story,
         )
 
 
@@ -521,7 +562,7 @@ class Console:
 
 
 def form_action(
-    handler: Callable[[Any, Request, FormData], Awaitable[Response]], *, files: int = 0
+    handler: Callable[[Request, FormData], Awaitable[Response]], *, files: int = 0
 ) -> Callable[[Request], Awaitable[Response]]:
     """A state-changing route: its form parsed with bounds (the body as a whole is
     bounded by the gate), run only with the request's CSRF token."""
@@ -620,7 +661,11 @@ class Field:
 
 
 def _kind(annotation: Any) -> str:
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = (
+        annotation
+        if isinstance(annotation, str)
+        else getattr(annotation, "__name__", str(annotation))
+    )
     if "bool" in text:
         return "bool"
     if "Iterable" in text or "list" in text:
@@ -728,7 +773,9 @@ def _changes(form: FormData, st: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- routes
 
 
-def _own_token(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def _own_token(
+    fn: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     """The login form: it checks a token of its own (there is no session yet)."""
 
     async def endpoint(request: Request) -> Response:

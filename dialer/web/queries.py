@@ -146,13 +146,14 @@ def not_dialed(campaign_id: int, limit: int | None = 50) -> list[dict[str, Any]]
 def iter_not_dialed(campaign_id: int) -> Iterator[tuple[int, str, str, str | None]]:
     """Every row that will not be dialed, streamed (the downloadable report)."""
     with db.session_scope() as session:
-        for row, phone, status, reason in session.execute(
+        rows = session.execute(
             select(Contact.row, Contact.phone, Contact.status, Contact.reason)
             .where(Contact.campaign_id == campaign_id, Contact.status.in_(NOT_DIALED))
             .order_by(Contact.row)
             .execution_options(yield_per=5000)
-        ):
-            yield row, phone, status, reason
+        )
+        for row in rows:
+            yield row[0], row[1], row[2], row[3]
 
 
 # Attempts that carry a carrier error: refused for good (failed), ambiguous (unknown),
@@ -217,7 +218,9 @@ def dnc_find(e164: str) -> list[dict[str, Any]]:
         return [
             {"e164": e, "campaign_id": cid, "campaign": name, "added_at": added}
             for e, cid, name, added in session.execute(
-                select(Suppression.e164, Suppression.campaign_id, Campaign.name, Suppression.added_at)
+                select(
+                    Suppression.e164, Suppression.campaign_id, Campaign.name, Suppression.added_at
+                )
                 .outerjoin(Campaign, Campaign.id == Suppression.campaign_id)
                 .where(Suppression.e164 == e164)
                 .order_by(Suppression.campaign_id.nulls_first())
@@ -230,7 +233,9 @@ def dnc_recent(limit: int = 50) -> list[dict[str, Any]]:
         return [
             {"e164": e, "campaign_id": cid, "campaign": name, "added_at": added}
             for e, cid, name, added in session.execute(
-                select(Suppression.e164, Suppression.campaign_id, Campaign.name, Suppression.added_at)
+                select(
+                    Suppression.e164, Suppression.campaign_id, Campaign.name, Suppression.added_at
+                )
                 .outerjoin(Campaign, Campaign.id == Suppression.campaign_id)
                 .order_by(Suppression.id.desc())
                 .limit(limit)

@@ -9,6 +9,7 @@ import io
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,9 +71,9 @@ def csrf_of(page: str) -> str:
 def campaign(name: str = "spring", rows: list[str] | None = None, **options: Any) -> int:
     numbers = rows or ["+13125550100", "+13125550101", "12", "+13125550100"]
     return int(
-        api.create_campaign(name, "+19195551212", [{"phone": n, "k": "v"} for n in numbers], **options)[
-            "id"
-        ]
+        api.create_campaign(
+            name, "+19195551212", [{"phone": n, "k": "v"} for n in numbers], **options
+        )["id"]
     )
 
 
@@ -94,7 +95,9 @@ def test_web_settings_are_read_and_checked_by_name() -> None:
         settings.load({"DIALER_WEB_MAX_UPLOAD_MB": "lots"})
 
 
-def test_dialer_web_without_a_password_says_which_setting(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_dialer_web_without_a_password_says_which_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     from dialer import cli
 
     monkeypatch.delenv("DIALER_WEB_PASSWORD", raising=False)
@@ -121,7 +124,13 @@ def test_nothing_is_shown_without_credentials(anon: TestClient) -> None:
     # The pages' own refreshes get no challenge (a browser would pop up its dialog).
     live = anon.get("/?part=rows", headers={"x-live": "1"})
     assert live.status_code == 401 and "www-authenticate" not in live.headers
-    for path in ("/campaigns/1/export.csv", "/campaigns/1/not-dialed.csv", "/dnc", "/contacts", "/csrf"):
+    for path in (
+        "/campaigns/1/export.csv",
+        "/campaigns/1/not-dialed.csv",
+        "/dnc",
+        "/contacts",
+        "/csrf",
+    ):
         assert anon.get(path).status_code == 401, path
     assert anon.get("/healthz").status_code == 200
     assert anon.get("/static/console.css").status_code == 200
@@ -208,7 +217,9 @@ def test_every_state_changing_route_refuses_a_request_without_its_token(
     ]
     assert len(posts) >= 8
     for path in posts:
-        response = browser.post(path, data={"confirm": "yes", "action": "add", "number": "+13125550199"})
+        response = browser.post(
+            path, data={"confirm": "yes", "action": "add", "number": "+13125550199"}
+        )
         assert response.status_code == 403, path
         assert "CSRF" in response.text
     bad = browser.post(f"/campaigns/{cid}/start", data={"csrf": "wrong"})
@@ -219,14 +230,23 @@ def test_every_state_changing_route_refuses_a_request_without_its_token(
 def test_a_script_gets_its_token_and_sends_it_as_a_header(anon: TestClient) -> None:
     cid = campaign()
     basic = ("admin", PASSWORD)
-    assert anon.post(f"/campaigns/{cid}/cancel", data={"confirm": "yes"}, auth=basic).status_code == 403
+    assert (
+        anon.post(f"/campaigns/{cid}/cancel", data={"confirm": "yes"}, auth=basic).status_code
+        == 403
+    )
     token = anon.get("/csrf", auth=basic).json()["csrf"]
     refused = anon.post(
-        f"/campaigns/{cid}/cancel", data={"confirm": "yes"}, auth=basic, headers={"x-csrf-token": "x"}
+        f"/campaigns/{cid}/cancel",
+        data={"confirm": "yes"},
+        auth=basic,
+        headers={"x-csrf-token": "x"},
     )
     assert refused.status_code == 403
     done = anon.post(
-        f"/campaigns/{cid}/cancel", data={"confirm": "yes"}, auth=basic, headers={"x-csrf-token": token}
+        f"/campaigns/{cid}/cancel",
+        data={"confirm": "yes"},
+        auth=basic,
+        headers={"x-csrf-token": token},
     )
     assert done.status_code == 303
     assert api.status(cid)["state"] == "cancelled"
@@ -248,8 +268,19 @@ def test_nothing_a_user_typed_is_rendered_unescaped(browser: TestClient) -> None
 
 def test_no_secret_appears_in_a_page(browser: TestClient, config: settings.Settings) -> None:
     cid = campaign()
-    secrets_ = [PASSWORD, config.callback_secret, config.catapult_api_token, config.catapult_api_secret]
-    for path in ("/", f"/campaigns/{cid}", "/campaigns/new", "/dnc", "/contacts?number=+13125550100"):
+    secrets_ = [
+        PASSWORD,
+        config.callback_secret,
+        config.catapult_api_token,
+        config.catapult_api_secret,
+    ]
+    for path in (
+        "/",
+        f"/campaigns/{cid}",
+        "/campaigns/new",
+        "/dnc",
+        "/contacts?number=+13125550100",
+    ):
         text = browser.get(path, headers=HTML).text
         for secret in secrets_:
             assert secret and secret not in text, path
@@ -281,7 +312,9 @@ def test_campaign_page_shows_responses_when_the_status_has_them(
 ) -> None:
     cid = campaign()
     real = api.status
-    monkeypatch.setattr(api, "status", lambda c, run=None: real(c) | {"responses": {"confirmed": 7}})
+    monkeypatch.setattr(
+        api, "status", lambda c, run=None: real(c) | {"responses": {"confirmed": 7}}
+    )
     page = browser.get(f"/campaigns/{cid}?part=live", headers=HTML).text
     assert "confirmed <b>7</b>" in page
 
@@ -293,7 +326,9 @@ def test_start_pause_resume_and_cancel_with_a_confirmation(
     page = browser.get(f"/campaigns/{cid}", headers=HTML).text
     token = csrf_of(page)
     started = browser.post(f"/campaigns/{cid}/start", data={"csrf": token})
-    assert started.status_code == 303 and started.headers["location"] == f"/campaigns/{cid}?done=start"
+    assert (
+        started.status_code == 303 and started.headers["location"] == f"/campaigns/{cid}?done=start"
+    )
     assert api.status(cid)["state"] == "running"
     again = browser.post(f"/campaigns/{cid}/resume", data={"csrf": token})
     assert again.status_code == 409 and "running" in again.text
@@ -307,7 +342,10 @@ def test_start_pause_resume_and_cancel_with_a_confirmation(
     assert api.status(cid)["state"] == "running"
     confirm = browser.get(f"/campaigns/{cid}/cancel", headers=HTML)
     assert 'name="confirm" value="yes"' in confirm.text
-    assert browser.post(f"/campaigns/{cid}/cancel", data={"csrf": token, "confirm": "yes"}).status_code == 303
+    assert (
+        browser.post(f"/campaigns/{cid}/cancel", data={"csrf": token, "confirm": "yes"}).status_code
+        == 303
+    )
     assert api.status(cid)["state"] == "cancelled"
 
 
@@ -320,14 +358,19 @@ def test_update_changes_only_the_rules_edited(browser: TestClient) -> None:
     same = browser.post(f"/campaigns/{cid}/update", data={"csrf": token, **fields})
     assert same.headers["location"].endswith("done=nothing")
     changed = browser.post(
-        f"/campaigns/{cid}/update", data={"csrf": token, **fields, "cps": "", "window": "09:00-17:00"}
+        f"/campaigns/{cid}/update",
+        data={"csrf": token, **fields, "cps": "", "window": "09:00-17:00"},
     )
     assert changed.headers["location"].endswith("done=update")
     rules = api.status(cid)["rules"]
     assert (rules["cps"], rules["window"], rules["max_attempts"]) == (None, "09:00-17:00", 2)
-    wrong = browser.post(f"/campaigns/{cid}/update", data={"csrf": token, **fields, "max_attempts": "x"})
+    wrong = browser.post(
+        f"/campaigns/{cid}/update", data={"csrf": token, **fields, "max_attempts": "x"}
+    )
     assert wrong.status_code == 400 and "--max-attempts must be a whole number" in wrong.text
-    bad = browser.post(f"/campaigns/{cid}/update", data={"csrf": token, **fields, "window": "25:00-26:00"})
+    bad = browser.post(
+        f"/campaigns/{cid}/update", data={"csrf": token, **fields, "window": "25:00-26:00"}
+    )
     assert bad.status_code == 400 and "window" in bad.text
 
 
@@ -347,7 +390,9 @@ def test_export_and_the_rows_not_dialed_download(browser: TestClient) -> None:
 # ---------------------------------------------------------------------- create from a file
 
 
-def _upload(browser: TestClient, data: dict[str, str], body: bytes, dnc: bytes | None = None) -> Any:
+def _upload(
+    browser: TestClient, data: dict[str, str], body: bytes, dnc: bytes | None = None
+) -> Any:
     token = csrf_of(browser.get("/campaigns/new", headers=HTML).text)
     files: dict[str, Any] = {"contacts": ("contacts.csv", body, "text/csv")}
     if dnc is not None:
@@ -377,7 +422,11 @@ def test_create_from_an_uploaded_file_shows_the_import_report(browser: TestClien
     assert "not a number" in page and "same number as row 1" in page
     cid = int(re.search(r'href="/campaigns/(\d+)" id="campaign-link"', page).group(1))
     st = api.status(cid)
-    assert (st["rules"]["max_attempts"], st["rules"]["cps"], st["rules"]["window"]) == (2, 3.0, "08:00-20:00")
+    assert (st["rules"]["max_attempts"], st["rules"]["cps"], st["rules"]["window"]) == (
+        2,
+        3.0,
+        "08:00-20:00",
+    )
     assert st["state"] == "draft"
 
 
@@ -385,7 +434,9 @@ def test_a_wrong_option_is_said_on_the_form_with_what_was_typed(browser: TestCli
     wrong = _upload(browser, {"name": "typo", "from_number": "919-555"}, b"phone\n+13125550100\n")
     assert wrong.status_code == 400 and "--from must be an E.164 number" in wrong.text
     assert 'value="typo"' in wrong.text
-    no_column = _upload(browser, {"name": "x", "from_number": "+19195551212"}, b"number\n+13125550100\n")
+    no_column = _upload(
+        browser, {"name": "x", "from_number": "+19195551212"}, b"number\n+13125550100\n"
+    )
     assert no_column.status_code == 400 and "phone" in no_column.text
     assert api.list_campaigns() == []
 
@@ -417,8 +468,10 @@ def test_dnc_add_search_and_remove(browser: TestClient) -> None:
         files={"file": ("dnc.csv", b"phone\n+13125550100\nnope\n", "text/csv")},
     )
     assert "Added 1 numbers" in upload.text and "not numbers" in upload.text
-    assert f"campaign <a href=\"/campaigns/{cid}\">" in browser.get("/dnc?number=+13125550100").text
-    removed = browser.post("/dnc", data={"csrf": token, "action": "remove", "number": "+13125550101"})
+    assert f'campaign <a href="/campaigns/{cid}">' in browser.get("/dnc?number=+13125550100").text
+    removed = browser.post(
+        "/dnc", data={"csrf": token, "action": "remove", "number": "+13125550101"}
+    )
     assert "Removed 1 numbers" in removed.text
     assert "is on no do-not-call list" in browser.get("/dnc?number=+13125550101").text
 
@@ -426,7 +479,9 @@ def test_dnc_add_search_and_remove(browser: TestClient) -> None:
 # ---------------------------------------------------------------------- a contact's story
 
 
-def test_contact_story_shows_attempts_call_ids_and_events(browser: TestClient, sim: Simulator) -> None:
+def test_contact_story_shows_attempts_call_ids_and_events(
+    browser: TestClient, sim: Simulator
+) -> None:
     sim.configure(outcome_by_number={"+19192000011": ["busy"]})
     cid = campaign_with(["+19192000011"])
     [aid] = scheduling.release(cid)
@@ -464,3 +519,71 @@ def test_activity_counts_calls_and_outcomes_per_minute_and_the_rate() -> None:
     assert activity.chart(2)["since"] is None
     now[0] += 60
     assert activity.rate(1) is None, "no longer sampled: no rate"
+
+
+# ---------------------------------------------------------------------- dialer demo --web
+
+
+def test_demo_web_keeps_the_console_up_until_ctrl_c(tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+
+    from dialer.dev.fleet import wait_until
+
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's code, whatever is installed
+    env = {**os.environ, "COLUMNS": "100", "TMPDIR": str(tmp_path), "PYTHONPATH": root}
+    env.pop("DIALER_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dialer.cli", "demo", "--web"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines: list[str] = []
+
+        def said(pattern: str) -> re.Match[str] | None:
+            while True:
+                line = proc.stdout.readline() if proc.stdout else ""
+                if not line:
+                    return None
+                lines.append(line)
+                found = re.search(pattern, line)
+                if found:
+                    return found
+
+        found = said(r"console: (http://127\.0\.0\.1:\d+/)\s+user admin\s+password (\S+)")
+        assert found, "".join(lines) + (proc.stderr.read() if proc.stderr else "")
+        url, password = found.groups()
+        page = requests.get(url, auth=("admin", password), timeout=10)
+        assert page.status_code == 200 and 'data-campaign="1"' in page.text
+        assert requests.get(url, timeout=10).status_code == 401
+        assert said(r"Ctrl-C to stop"), "".join(lines)
+        live = requests.get(url + "campaigns/1?part=live", auth=("admin", password), timeout=10)
+        assert 'id="state">completed<' in live.text
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "still running" not in err, err
+    wait_until(lambda: not _listening(url), 5, what="the console to stop")
+
+
+def _listening(url: str) -> bool:
+    import requests
+
+    try:
+        requests.get(url, timeout=0.5)
+        return True
+    except requests.RequestException:
+        return False
