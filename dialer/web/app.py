@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from http import cookies
 from urllib.parse import quote
@@ -90,7 +91,7 @@ class Gate:
         path: str = scope["path"]
         client = (scope.get("client") or ("?", 0))[0]
         state = scope.setdefault("state", {})
-        send = self._with_headers(send, static=path.startswith("/static/"))
+        send = self._with_headers(send, static=path.startswith("/static/"), t0=time.perf_counter())
 
         identity = self.auth.session(_cookie(scope, auth.SESSION_COOKIE))
         if identity is None:
@@ -173,12 +174,16 @@ class Gate:
         await _plain(send, 401, "log in first", basic_challenge=not live)
 
     @staticmethod
-    def _with_headers(send: Send, static: bool) -> Send:
+    def _with_headers(send: Send, static: bool, t0: float) -> Send:
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
                 headers += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+                # What the page cost the server, to the start of the answer (a page is
+                # rendered whole before it starts): benchmarks/web_pages.py reads it.
+                took = (time.perf_counter() - t0) * 1000
+                headers.append((b"server-timing", f"app;dur={took:.1f}".encode()))
                 if b"cache-control" not in names:
                     headers.append((b"cache-control", b"no-cache" if static else b"no-store"))
                 message = {**message, "headers": headers}

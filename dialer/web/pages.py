@@ -157,7 +157,7 @@ class Console:
         """What the activity sampler reads: the running and paused campaigns, and once
         more each one that was, so its last moves are counted."""
         ids = set(queries.active_ids()) | self._watch
-        found = queries.statuses(sorted(ids))
+        found = queries.counts(sorted(ids))
         self._watch = {s["id"] for s in found if s["state"] not in FINAL_STATES}
         return found
 
