@@ -151,10 +151,27 @@ def build(url: str) -> float:
     )  # fmt: skip
     engine = create_engine(url)
     with engine.begin() as conn:
+        # Bulk loading: the secondary indexes of the big tables are dropped first and
+        # built again after (what pg_restore does), with room to sort.
+        conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
+        conn.execute(text("SET LOCAL synchronous_commit = off"))
+        indexes = conn.execute(
+            text(
+                "SELECT i.indexname, i.indexdef FROM pg_indexes AS i"
+                " WHERE i.tablename IN ('contact', 'attempt')"
+                " AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conname = i.indexname)"
+            )
+        ).all()
+        for name, _ in indexes:
+            conn.execute(text(f'DROP INDEX "{name}"'))
         for statement in BUILD:
             t0 = time.perf_counter()
             conn.execute(text(statement))
             log(f"  {time.perf_counter() - t0:5.1f} s  {' '.join(statement.split())[:70]}")
+        t0 = time.perf_counter()
+        for _, definition in indexes:
+            conn.execute(text(definition))
+        log(f"  {time.perf_counter() - t0:5.1f} s  {len(indexes)} indexes built again")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
         from dialer.store import tally
