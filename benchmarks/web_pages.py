@@ -85,7 +85,7 @@ BUILD = [
              WHEN c % 20 = 4 AND r > 50 THEN 'cancelled'
              WHEN r % 3 = 0 THEN 'unanswered' ELSE 'answered' END,
         CASE WHEN r = 1 THEN 'not a valid number' WHEN r = 2 THEN 'same number as row 3' END,
-        jsonb_build_object('account', 'A' || r), 1
+        '{{"account": "A"}}', 1
     FROM generate_series(1, {CAMPAIGNS}) AS c, generate_series(1, {SMALL}) AS r
     """,
     # The million: in file order, 45 % dialed, 1.5 % never dialable, the rest pending.
@@ -101,7 +101,7 @@ BUILD = [
              ELSE 'pending' END,
         CASE WHEN r % 200 IN (7, 11) THEN 'not a valid number'
              WHEN r % 200 = 9 THEN 'same number as row ' || (r - 1) END,
-        jsonb_build_object('account', 'A' || r), CASE WHEN r <= 450000 THEN 1 ELSE 0 END,
+        '{{"account": "A"}}', CASE WHEN r <= 450000 THEN 1 ELSE 0 END,
         CASE WHEN r > 450000 THEN now() END
     FROM generate_series(1, {BIG}) AS r
     """,
@@ -128,8 +128,7 @@ BUILD = [
     FROM contact AS ct
     WHERE ct.campaign_id = {BIG_ID} AND ct.status = 'pending' ORDER BY ct.row LIMIT 200
     """,
-    # Calls are counted when an attempt gets its call id (an UPDATE trigger): these
-    # attempts were inserted with theirs, so their count is put in by hand.
+    # The calls, as the attempt trigger would have counted them.
     f"""
     INSERT INTO call_tally (campaign_id, run, n)
     SELECT campaign_id, 1, count(*) FROM attempt WHERE call_id IS NOT NULL GROUP BY campaign_id
@@ -137,6 +136,12 @@ BUILD = [
     f"""
     INSERT INTO call_tally (campaign_id, run, n)
     SELECT c, 1, {SMALL} FROM generate_series(1, {CAMPAIGNS}) AS c
+    """,
+    # What the contact triggers would have counted (dialer.store.tally).
+    """
+    INSERT INTO contact_tally (campaign_id, status, zones, n)
+    SELECT campaign_id, status, CASE WHEN status = 'pending' THEN zones END, count(*)
+    FROM contact GROUP BY 1, 2, 3
     """,
 ]
 
@@ -155,6 +160,9 @@ def build(url: str) -> float:
         # built again after (what pg_restore does), with room to sort.
         conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
         conn.execute(text("SET LOCAL synchronous_commit = off"))
+        # No triggers while loading (pg_restore --disable-triggers): no foreign-key check
+        # per row, no tally per statement; the tallies are counted once at the end.
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
         indexes = conn.execute(
             text(
                 "SELECT i.indexname, i.indexdef FROM pg_indexes AS i"
@@ -227,7 +235,7 @@ def main() -> int:
         pages = {
             f"campaigns page, {CAMPAIGNS + 1:,} campaigns (50 a page)": "/",
             "  its live rows (each second)": "/?part=rows",
-            f"  all {CAMPAIGNS + 1:,} on one page": "/?size=1000",
+            "  200 a page (the most it shows)": "/?size=200",
             f"campaign page, {BIG:,} contacts": f"/campaigns/{BIG_ID}",
             "  its live part (each second)": f"/campaigns/{BIG_ID}?part=live",
         }
@@ -262,8 +270,7 @@ def main() -> int:
             f"{name:<50} {median(server):>18.1f} {percentile(server, 95):>7.1f} "
             f"{max(server):>7.1f} {median(wall):>12.1f} {size / 1024:>6.0f}"
         )
-        if not name.startswith(" ") or "one page" not in name:
-            worst = max(worst, median(server))
+        worst = max(worst, median(server))
     verdict = "under" if worst < TARGET_MS else "OVER"
     print(
         f"\nslowest median of the pages as served: {worst:.1f} ms, {verdict} the {TARGET_MS:.0f} ms target"

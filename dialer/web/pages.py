@@ -53,7 +53,7 @@ from dialer.web.activity import Activity
 from dialer.web.jobs import Jobs
 
 PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 200  # a live table of more is no page to read (and costs a second a refresh)
 LIVE_MS = 1000  # how often a page's live part is fetched again
 FINAL_STATES = ("completed", "cancelled")
 # What an action did, said by the page it leads to (a fixed text, never one from the URL).

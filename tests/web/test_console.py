@@ -22,7 +22,7 @@ from dialer.web import auth
 from dialer.web.activity import Activity
 from dialer.web.app import UNSAFE, create_app
 from dialer.worker import scheduling, tasks
-from tests.factories import apply_callback, attempt, campaign_with
+from tests.factories import apply_callback, attempt, campaign_with, recurring
 
 PASSWORD = "console-test-password"
 HTML = {"accept": "text/html"}
@@ -332,6 +332,9 @@ def test_start_pause_resume_and_cancel_with_a_confirmation(
     assert api.status(cid)["state"] == "running"
     again = browser.post(f"/campaigns/{cid}/resume", data={"csrf": token})
     assert again.status_code == 409 and "running" in again.text
+    # Its window (one minute a day, in Kiritimati) is shut: the page says who waits.
+    live = browser.get(f"/campaigns/{cid}?part=live", headers=HTML).text
+    assert "2 contacts wait for their calling window; the next opens at" in live
     assert browser.post(f"/campaigns/{cid}/pause", data={"csrf": token}).status_code == 303
     assert api.status(cid)["state"] == "paused"
     assert browser.post(f"/campaigns/{cid}/resume", data={"csrf": token}).status_code == 303
@@ -496,6 +499,56 @@ def test_contact_story_shows_attempts_call_ids_and_events(
     assert 'class="call-id">' + a.call_id in by_call
     none = browser.get("/contacts?number=+13125559999", headers=HTML).text
     assert "No contact with +13125559999" in none
+
+
+def test_campaign_page_shows_runs_and_the_next_one(browser: TestClient) -> None:
+    cid = recurring("0 10 * * *")
+    page = browser.get(f"/campaigns/{cid}", headers=HTML).text
+    assert 'id="runs"' in page and "1 (current)" in page and "by start" in page
+    assert "next run" in page
+    rows = browser.get("/?part=rows", headers=HTML).text
+    assert api.status(cid)["next_run"] is not None and "UTC" in rows
+
+
+def test_campaign_page_shows_carrier_errors_and_push_backs(browser: TestClient) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from dialer import clock
+    from dialer.store import db
+    from dialer.store.models import Attempt
+
+    cid = campaign_with(["+19192000011", "+19192000012"])
+    first, second = scheduling.release(cid)
+    with db.session_scope() as session:
+        session.execute(
+            update(Attempt)
+            .where(Attempt.id == first)
+            .values(status="failed", error="the carrier refused <the> number", cause="invalid-number")
+        )
+        session.execute(
+            update(Attempt)
+            .where(Attempt.id == second)
+            .values(not_before=clock.now() + timedelta(minutes=5), error="rate limited (429)")
+        )
+    live = browser.get(f"/campaigns/{cid}?part=live", headers=HTML).text
+    assert "the carrier refused &lt;the&gt; number (invalid-number)" in live
+    assert "1 calls held back by the carrier" in live and "rate limited (429)" in live
+
+
+def test_the_sampler_reads_the_tallies_of_running_campaigns(app: Any) -> None:
+    from dialer.web import queries
+
+    running = campaign_with(["+13125550100", "+13125550101", "bad"])
+    campaign("draft")
+    console = app.app.state.console
+    [found] = console.sample_read()
+    assert found["id"] == running and found["contacts"] == {"pending": 2, "invalid": 1}
+    st = api.status(running)
+    assert found["calls"] == st["calls"]
+    assert {k: v for k, v in st["contacts"].items() if v} == found["contacts"]
+    assert queries.counts([]) == []
 
 
 # ---------------------------------------------------------------------- activity
