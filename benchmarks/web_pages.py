@@ -129,7 +129,7 @@ BUILD = [
     WHERE ct.campaign_id = {BIG_ID} AND ct.status = 'pending' ORDER BY ct.row LIMIT 200
     """,
     # The calls, as the attempt trigger would have counted them.
-    f"""
+    """
     INSERT INTO call_tally (campaign_id, run, n)
     SELECT campaign_id, 1, count(*) FROM attempt WHERE call_id IS NOT NULL GROUP BY campaign_id
     """,
