@@ -226,6 +226,7 @@ def create_app(
         finally:
             console.activity.stop()
             console.jobs.shutdown()
+            console.readers.close()
 
     routes = pages.routes(console) + [
         Mount("/static", app=StaticFiles(packages=[("dialer.web", "static")]), name="static"),

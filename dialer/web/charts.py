@@ -8,7 +8,7 @@ no chart library, no script, nothing the Content-Security-Policy has to allow.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 # Final outcomes first (what the bar is about), then what is still moving.
 PROGRESS_ORDER = (
@@ -25,8 +25,15 @@ PROGRESS_ORDER = (
 CHART_OUTCOMES = ("answered", "unanswered", "failed", "cancelled", "suppressed")
 
 
-def progress(contacts: dict[str, int], width: float = 100.0) -> list[dict[str, Any]]:
-    """Segments ``{status, x, width, count}`` of a bar ``width`` wide (viewBox units)."""
+class Segment(NamedTuple):
+    status: str
+    x: float
+    width: float
+    n: int  # contacts
+
+
+def progress(contacts: dict[str, int], width: float = 100.0) -> list[Segment]:
+    """Segments of a bar ``width`` wide (viewBox units), by status."""
     total = sum(contacts.values())
     if not total:
         return []
@@ -35,7 +42,7 @@ def progress(contacts: dict[str, int], width: float = 100.0) -> list[dict[str, A
         n = contacts.get(status, 0)
         if n:
             w = width * n / total
-            out.append({"status": status, "x": round(x, 3), "width": round(w, 3), "count": n})
+            out.append(Segment(status, round(x, 3), round(w, 3), n))
             x += w
     return out
 

@@ -15,17 +15,16 @@ statement bounded by an index, so a page costs the same on a million contacts as
 
 from __future__ import annotations
 
-import functools
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select
 
-from dialer import clock
+from dialer import clock, settings
 from dialer.errors import ApiError
-from dialer.store import campaign_status, db, dialects
+from dialer.store import campaign_status, db
 from dialer.store.models import (
     Attempt,
     AttemptStatus,
@@ -77,48 +76,58 @@ def campaign_page(
     return ids, int(matching), by_state
 
 
-_READERS = 8  # connections a page's statuses are read over at once
+class StatusReaders:
+    """``api.status`` of many campaigns at once, read as ``dialer campaign status``
+    reads (``campaign_status.Reader``: one autocommit connection, one round trip a
+    campaign), over ``threads`` connections kept by the threads of a small pool: a page's
+    wait is the round trips', not the CPU's. ``close`` ends the threads and connections."""
 
+    def __init__(self, threads: int = 8) -> None:
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._readers: list[campaign_status.Reader] = []
+        self._lock = threading.Lock()
 
-def statuses(ids: list[int], now: datetime | None = None) -> list[dict[str, Any]]:
-    """``api.status`` of each campaign, in order; a campaign deleted meanwhile is left
-    out. Each is one round trip on a pooled connection, so a page's are read over a few
-    connections at once: the wait is the round trips', not the CPU's."""
-    if not ids:
-        return []
-    at = now or clock.now()
-    if len(ids) == 1:
-        return [s for s in [_status_or_none(ids[0], at)] if s is not None]
-    chunks = [ids[i :: min(_READERS, len(ids))] for i in range(min(_READERS, len(ids)))]
-    found: dict[int, dict[str, Any]] = {}
-    for part in _pool().map(lambda chunk: _read_many(chunk, at), chunks):
-        found.update(part)
-    return [found[cid] for cid in ids if cid in found]
+    def read(self, ids: list[int]) -> list[dict[str, Any]]:
+        """Each campaign's status, in order; a campaign deleted meanwhile is left out."""
+        if not ids:
+            return []
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="console-status")
+            pool = self._pool
+        n = min(self.threads, len(ids))
+        found: dict[int, dict[str, Any]] = {}
+        for part in pool.map(self._read_many, [ids[i::n] for i in range(n)]):
+            found.update(part)
+        return [found[cid] for cid in ids if cid in found]
 
-
-def _read_many(ids: list[int], at: datetime) -> dict[int, dict[str, Any]]:
-    engine = db.engine()
-    driver = dialects.of_bind(engine).driver
-    conn = engine.raw_connection()
-    out = {}
-    try:
+    def _read_many(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        url = settings.get().database_url
+        reader: campaign_status.Reader | None = getattr(self._local, "reader", None)
+        if reader is None or reader.url != url:
+            if reader is not None:
+                reader.close()
+            reader = self._local.reader = campaign_status.Reader(url)
+            with self._lock:
+                self._readers.append(reader)
+        out = {}
         for cid in ids:
             try:
-                out[cid] = campaign_status.read(conn.dbapi_connection, cid, driver=driver, now=at)
+                out[cid] = reader.status(cid)
             except ApiError:
                 continue
-    finally:
-        conn.close()
-    return out
+        return out
 
-
-def _status_or_none(cid: int, at: datetime) -> dict[str, Any] | None:
-    return _read_many([cid], at).get(cid)
-
-
-@functools.lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(_READERS, thread_name_prefix="console-status")
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+            readers, self._readers = self._readers, []
+        if pool is not None:
+            pool.shutdown(wait=True)
+        for reader in readers:
+            reader.close()
 
 
 def active_ids() -> list[int]:
