@@ -86,6 +86,10 @@ class Activity:
             series.last_sampled = now
 
     # ------------------------------------------------------------------ reading
+    def knows(self, campaign_id: int) -> bool:
+        with self._lock:
+            return campaign_id in self._series
+
     def rate(self, campaign_id: int) -> float | None:
         """Calls created per second over the last ``RATE_SPAN`` seconds; None before two
         samples, or when the campaign is no longer sampled."""

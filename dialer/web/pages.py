@@ -24,6 +24,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -143,6 +144,7 @@ class Console:
         self.env = _env()
         self.readers = queries.StatusReaders()
         self._watch: set[int] = set()
+        self.started = time.time()
 
     # ------------------------------------------------------------------ helpers
     def render(
@@ -172,6 +174,22 @@ class Console:
         ids = set(queries.active_ids()) | self._watch
         found = queries.counts(sorted(ids))
         self._watch = {s["id"] for s in found if s["state"] not in FINAL_STATES}
+        for st in found:
+            started = st.get("started_at")
+            # Started (its first run) while this console was up: its chart begins at the
+            # start, from nothing, rather than at the first sample up to 2 s later.
+            if (
+                started is not None
+                and st.get("run", 0) <= 1
+                and started.timestamp() >= self.started
+                and not self.activity.knows(st["id"])
+            ):
+                zero = dict.fromkeys(("answered", "unanswered", "failed", "cancelled"), 0)
+                suppressed = st["contacts"].get("suppressed", 0)
+                self.activity.record(
+                    {"id": st["id"], "calls": 0, "contacts": zero | {"suppressed": suppressed}},
+                    at=started.timestamp(),
+                )
         return found
 
     # ------------------------------------------------------------------ log in and out

@@ -525,7 +525,9 @@ def test_campaign_page_shows_carrier_errors_and_push_backs(browser: TestClient) 
         session.execute(
             update(Attempt)
             .where(Attempt.id == first)
-            .values(status="failed", error="the carrier refused <the> number", cause="invalid-number")
+            .values(
+                status="failed", error="the carrier refused <the> number", cause="invalid-number"
+            )
         )
         session.execute(
             update(Attempt)
@@ -549,6 +551,16 @@ def test_the_sampler_reads_the_tallies_of_running_campaigns(app: Any) -> None:
     assert found["calls"] == st["calls"]
     assert {k: v for k, v in st["contacts"].items() if v} == found["contacts"]
     assert queries.counts([]) == []
+    assert not console.activity.knows(running), "not started while the console was up"
+    # One started while the console is up: its chart begins at its start, from zero.
+    started = campaign("later")
+    api.start(started)
+    console.sample_read()
+    since = console.activity.chart(started)["since"]
+    from datetime import datetime
+
+    started_at = datetime.fromisoformat(api.status(started)["started_at"]).timestamp()
+    assert since == pytest.approx(started_at)
 
 
 # ---------------------------------------------------------------------- activity
