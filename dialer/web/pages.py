@@ -762,15 +762,17 @@ def _create_options(form: FormData) -> dict[str, Any]:
 
 
 def _update_fields(st: dict[str, Any]) -> list[Field]:
-    """The rules ``update`` can change on this campaign, with the values in force."""
-    params = inspect.signature(api.update).parameters
-    rules = st.get("rules") or {}
+    """What ``update`` can change on a campaign (its rules, then its call script), with
+    the values in force; each typed as ``create_campaign`` takes it."""
+    from dialer.script import spec
+
+    typed = inspect.signature(api.create_campaign).parameters
+    in_force = (st.get("rules") or {}) | (st.get("script") or {})
     out = []
-    for name in api.RULE_FIELDS:
-        p = params.get(name)
+    for name in (*api.RULE_FIELDS, *spec.FIELDS):
+        p = typed.get(name)
         kind = _kind(p.annotation) if p is not None else "text"
-        current = rules.get(name, st.get(name))
-        out.append(Field(name, _flag(name), kind, None, _shown(current)))
+        out.append(Field(name, _flag(name), kind, None, _shown(in_force.get(name))))
     return out
 
 

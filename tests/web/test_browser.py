@@ -59,8 +59,8 @@ def console(
 ) -> Iterator[Console]:
     env = {
         "DIALER_DATABASE_URL": database_named("web"),
-        "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/6",
-        "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/6",
+        "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/14",
+        "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/14",
         "DIALER_CALLBACK_SECRET": "console",
         "DIALER_ACCOUNT_CPS": "200",
         "DIALER_NUMBER_CPS": "200",
@@ -72,9 +72,12 @@ def console(
     with Fleet(tmp_path_factory.mktemp("console"), env) as fleet:
         try:
             fleet.cli("db", "upgrade")
+            # People who answer hear the call script and most press a key.
             fleet.start_simulator(
                 "--answer-delay", "0.1", "--talk-time", "0.2", "--no-answer-delay", "0.2",
                 "--outcomes", "answered=0.7,busy=0.2,no-answer=0.1",
+                "--people", "press=0.9,hangup=0.1", "--keys", "1=0.7,2=0.3",
+                "--speech-seconds", "0.05", "--press-delay", "0.05", "--time-scale", "0.05",
             )  # fmt: skip
             fleet.start_receiver(workers=1)
             fleet.start_worker("w1")
@@ -203,8 +206,10 @@ def test_an_operator_runs_a_campaign_from_the_browser(
         d.find_element(By.NAME, "from_number").send_keys("+19195551212")
         d.find_element(By.NAME, "contacts").send_keys(str(_contacts(tmp_path / "contacts.csv")))
         d.find_element(By.NAME, "max_attempts").send_keys("1")
-        d.find_element(By.NAME, "cps").send_keys("20")
+        d.find_element(By.NAME, "cps").send_keys("15")
         d.find_element(By.NAME, "tag_fields").send_keys("account")
+        d.find_element(By.NAME, "say").send_keys("Hello {account}, your appointment is tomorrow.")
+        d.find_element(By.NAME, "keys").send_keys("1=confirmed,2=cancelled")
         d.find_element(By.ID, "create-button").click()
         _wait(d, lambda d: d.find_elements(By.ID, "done"), what="the import report")
         assert _number(d, "#report-rows") == VALID + 3
@@ -224,11 +229,11 @@ def test_an_operator_runs_a_campaign_from_the_browser(
         d.find_element(By.ID, "start").click()
         _wait(d, lambda d: _text(d, "#state") == "running", what="running")
         d.execute_script("window.__sameDocument = true;")
-        seen = {_number(d, "#final")}
+        seen = {_text(d, "#counts")}
         _wait(
             d,
-            lambda d: seen.add(_number(d, "#final")) or len(seen) >= 3,
-            what="the final count to move twice",
+            lambda d: seen.add(_text(d, "#counts")) or len(seen) >= 3,
+            what="the counts to move twice",
         )
         assert d.execute_script("return window.__sameDocument === true;"), "the page reloaded"
 
@@ -283,6 +288,8 @@ def test_an_operator_runs_a_campaign_from_the_browser(
         story = _wait(d, lambda d: d.find_element(By.CSS_SELECTOR, "section.story")).text
         assert called["call_id"] in story and "hangup" in story
         assert called["status"] in story
+        if called["response"]:
+            assert f"response: {called['response']}" in story
     except BaseException:
         _shot(d, "failure.png")
         print(console.fleet.logs())

@@ -433,6 +433,42 @@ def test_create_from_an_uploaded_file_shows_the_import_report(browser: TestClien
     assert st["state"] == "draft"
 
 
+def test_the_form_offers_every_option_the_api_takes_the_call_script_too(
+    browser: TestClient,
+) -> None:
+    form = browser.get("/campaigns/new", headers=HTML).text
+    for name in ("max_attempts", "window", "tag_fields", "say", "keys", "max_duration"):
+        assert f'name="{name}"' in form, name
+    created = _upload(
+        browser,
+        {"name": "script", "from_number": "+19195551212", "say": "Hello {account}",
+         "keys": "1=confirmed,9=opt-out", "max_duration": "60"},
+        b"phone,account\n+13125550100,A1\n",
+    )  # fmt: skip
+    assert created.status_code == 303, created.text
+    for _ in range(100):
+        page = browser.get(created.headers["location"], headers=HTML).text
+        if 'id="done"' in page:
+            break
+        time.sleep(0.05)
+    cid = int(re.search(r'href="/campaigns/(\d+)" id="campaign-link"', page).group(1))
+    script = api.status(cid)["script"]
+    assert (script["say"], script["keys"], script["max_duration"]) == (
+        "Hello {account}", "1=confirmed,9=opt-out", 60,
+    )  # fmt: skip
+    # ... and update changes it from the campaign's page, like the rules.
+    page = browser.get(f"/campaigns/{cid}", headers=HTML).text
+    fields = dict(re.findall(r'<input id="rule-[a-z_]+" name="([a-z_]+)" value="([^"]*)"', page))
+    assert fields["say"] == "Hello {account}" and fields["max_duration"] == "60"
+    changed = browser.post(
+        f"/campaigns/{cid}/update",
+        data={"csrf": csrf_of(page), **fields, "goodbye": "Bye", "max_duration": ""},
+    )
+    assert changed.headers["location"].endswith("done=update")
+    script = api.status(cid)["script"]
+    assert script["goodbye"] == "Bye" and "max_duration" not in script
+
+
 def test_a_wrong_option_is_said_on_the_form_with_what_was_typed(browser: TestClient) -> None:
     wrong = _upload(browser, {"name": "typo", "from_number": "919-555"}, b"phone\n+13125550100\n")
     assert wrong.status_code == 400 and "--from must be an E.164 number" in wrong.text
@@ -492,9 +528,19 @@ def test_contact_story_shows_attempts_call_ids_and_events(
     a = attempt(aid)
     assert a.call_id
     apply_callback({"eventType": "hangup", "callId": a.call_id, "cause": "USER_BUSY"})
+    from sqlalchemy import update
+
+    from dialer.store import db
+    from dialer.store.models import Attempt
+
+    with db.session_scope() as session:  # what a key press leaves (issue 14)
+        session.execute(
+            update(Attempt).where(Attempt.id == aid).values(response="confirmed", digits="1")
+        )
     page = browser.get("/contacts?number=919-200-0011", headers=HTML).text
     assert "+19192000011" in page and a.call_id in page
     assert "hangup" in page and "cause=USER_BUSY" in page
+    assert "response: <b>confirmed</b>" in page and "digits: <b>1</b>" in page
     by_call = browser.get(f"/contacts?number={a.call_id}", headers=HTML).text
     assert 'class="call-id">' + a.call_id in by_call
     none = browser.get("/contacts?number=+13125559999", headers=HTML).text
