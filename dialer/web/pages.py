@@ -17,6 +17,7 @@ an import's progress) is the same template rendered alone when the URL has
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import functools
 import inspect
@@ -199,7 +200,11 @@ class Console:
         return self._login_form(request)
 
     def _login_form(
-        self, request: Request, error: str | None = None, status: int = 200
+        self,
+        request: Request,
+        error: str | None = None,
+        status: int = 200,
+        next_page: str | None = None,
     ) -> Response:
         cookie, token = self.authenticator.login_form(request.cookies.get(auth.LOGIN_COOKIE))
         response = self.render(
@@ -207,7 +212,7 @@ class Console:
             "login.html",
             status,
             login_token=token,
-            next=_safe_next(request.query_params.get("next")),
+            next=_safe_next(next_page or request.query_params.get("next")),
             error=error,
         )
         response.set_cookie(
@@ -232,11 +237,11 @@ class Console:
         if not self.authenticator.login_token_ok(
             request.cookies.get(auth.LOGIN_COOKIE), field("login_token")
         ):
-            return self._login_form(request, "The form expired: log in again.", 403)
+            return self._login_form(request, "The form expired: log in again.", 403, field("next"))
         if not self.authenticator.check(field("user"), field("password")):
             self.authenticator.failed(client)
             await asyncio.sleep(0.2)  # a little: guessing is throttled above as well
-            return self._login_form(request, "Wrong user or password.", 401)
+            return self._login_form(request, "Wrong user or password.", 401, field("next"))
         response = RedirectResponse(_safe_next(field("next")), 303)
         response.set_cookie(
             auth.SESSION_COOKIE,
@@ -492,7 +497,7 @@ class Console:
         # A wrong option or a file without the phone column fails at once: say so on
         # the form, with what was typed, rather than on a page of its own.
         assert job.future is not None
-        with _ignored(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), 0.5)
         if job.state == "failed":
             return again(job.error or "the import failed")
@@ -669,17 +674,6 @@ def _one_number_csv(e164: str) -> Path:
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["phone"], [e164]])
     return Path(name)
-
-
-class _ignored:
-    def __init__(self, *kinds: type[BaseException]) -> None:
-        self.kinds = kinds
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, self.kinds)
 
 
 @dataclass(frozen=True)

@@ -158,8 +158,9 @@ def test_the_session_cookie_is_secure_over_https(app: Any) -> None:
 
 
 def test_a_failed_login_is_refused_and_guessing_is_throttled(anon: TestClient) -> None:
-    wrong = login(anon, "admin", "not-it")
+    wrong = login(anon, "admin", "not-it", next="/dnc")
     assert wrong.status_code == 401 and "Wrong user or password" in wrong.text
+    assert 'name="next" value="/dnc"' in wrong.text, "where to go once logged in is kept"
     assert auth.SESSION_COOKIE not in wrong.headers.get("set-cookie", "")
     assert anon.get("/", headers=HTML).status_code == 303
     assert login(anon, "root", PASSWORD).status_code == 401
