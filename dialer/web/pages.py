@@ -25,6 +25,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -146,6 +147,8 @@ class Console:
         self.readers = queries.StatusReaders()
         self._watch: set[int] = set()
         self.started = time.time()
+        self._lock = threading.Lock()
+        self._not_dialed_cache: dict[tuple[int, Any, int], list[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ helpers
     def render(
@@ -339,9 +342,28 @@ class Console:
         if request.query_params.get("part") == "live":
             return self.render(request, "_campaign_live.html", **context)
         context["report"] = queries.import_report(cid)
-        context["not_dialed"] = queries.not_dialed(cid, limit=20)
+        context["not_dialed"] = self._not_dialed(st)
         context["update_fields"] = _update_fields(st)
         return self.render(request, "campaign.html", **context)
+
+    def _not_dialed(self, st: dict[str, Any]) -> list[dict[str, Any]]:
+        """The first rows not dialed, in file order. They are found by walking the
+        campaign's rows in order (no index has them apart), so they are kept until
+        their count in the status changes (a do-not-call addition, an opt-out)."""
+        contacts = st["contacts"]
+        count = sum(contacts.get(s, 0) for s in queries.NOT_DIALED)
+        if not count:
+            return []
+        key = (st["id"], st.get("run"), count)
+        with self._lock:
+            found = self._not_dialed_cache.get(key)
+        if found is None:
+            found = queries.not_dialed(st["id"], limit=20)
+            with self._lock:
+                if len(self._not_dialed_cache) >= 512:
+                    self._not_dialed_cache.clear()
+                self._not_dialed_cache[key] = found
+        return found
 
     def _campaign_context(self, cid: int, st: dict[str, Any], **extra: Any) -> dict[str, Any]:
         trouble = queries.carrier_trouble(cid)
@@ -389,7 +411,7 @@ class Console:
         context = self._campaign_context(cid, st)
         context.update(
             report=queries.import_report(cid),
-            not_dialed=queries.not_dialed(cid, limit=20),
+            not_dialed=self._not_dialed(st),
             update_fields=_update_fields(st),
             error=error,
             **extra,
@@ -477,8 +499,15 @@ class Console:
         if not isinstance(contacts, UploadFile) or not contacts.filename:
             return again("Choose the CSV file of contacts.")
         name, from_number = _text(form, "name"), _text(form, "from_number")
-        if not name or not from_number:
-            return again("A campaign needs a name and a from number.")
+        files = {
+            f.name: upload
+            for f in _create_fields({})
+            if f.kind == "file"
+            and isinstance(upload := form.get(f.name), UploadFile)
+            and upload.filename
+        }
+        if not name or not (from_number or files.get("from_file")):
+            return again("A campaign needs a name and a from number (or a file of them).")
         try:
             options = _create_options(form)
         except ValueError as exc:
@@ -488,11 +517,14 @@ class Console:
         if isinstance(dnc, UploadFile) and dnc.filename:
             paths.append(await _keep(dnc, ".csv"))
             options["dnc"] = [paths[-1]]
+        for option, upload in files.items():  # --from-file, as the CLI takes a path
+            paths.append(await _keep(upload, ".csv"))
+            options[option] = paths[-1]
         job = self.jobs.submit(
             name,
             paths,
             api.create_campaign,
-            {"name": name, "from_number": from_number, "contacts": paths[0], **options},
+            {"name": name, "from_number": from_number or None, "contacts": paths[0], **options},
         )
         # A wrong option or a file without the phone column fails at once: say so on
         # the form, with what was typed, rather than on a page of its own.
@@ -693,6 +725,8 @@ def _kind(annotation: Any) -> str:
         if isinstance(annotation, str)
         else getattr(annotation, "__name__", str(annotation))
     )
+    if "Path" in text:
+        return "file"  # uploaded: never a path on the console's machine
     if "bool" in text:
         return "bool"
     if "Iterable" in text or "list" in text:
@@ -743,6 +777,8 @@ def _create_options(form: FormData) -> dict[str, Any]:
     """The form's options for ``api.create_campaign``: blank ones left to its defaults."""
     options: dict[str, Any] = {}
     for field in _create_fields({}):
+        if field.kind == "file":
+            continue  # the uploads: kept by ``create``
         raw = _text(form, field.name)
         if field.kind == "bool":
             if raw:
@@ -756,14 +792,20 @@ def _create_options(form: FormData) -> dict[str, Any]:
 
 
 def _update_fields(st: dict[str, Any]) -> list[Field]:
-    """What ``update`` can change on a campaign (its rules, then its call script), with
-    the values in force; each typed as ``create_campaign`` takes it."""
-    from dialer.script import spec
+    """What ``update`` can change on a campaign (its rules, its call script, the options
+    its calls carry), with the values in force; each typed as ``create_campaign`` takes
+    it."""
+    from dialer.state import controls
 
     typed = inspect.signature(api.create_campaign).parameters
     in_force = (st.get("rules") or {}) | (st.get("script") or {})
+    names = (
+        *api.RULE_FIELDS,
+        *getattr(controls, "SCRIPT_FIELDS", ()),
+        *getattr(controls, "CALL_OPTION_FIELDS", ()),
+    )
     out = []
-    for name in (*api.RULE_FIELDS, *spec.FIELDS):
+    for name in dict.fromkeys(names):
         p = typed.get(name)
         kind = _kind(p.annotation) if p is not None else "text"
         out.append(Field(name, _flag(name), kind, None, _shown(in_force.get(name))))
@@ -777,6 +819,8 @@ def _shown(value: Any) -> str:
         return "on" if value else ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return str(value)
@@ -832,7 +876,7 @@ def routes(c: Console) -> list[Route]:
         Route("/healthz", c.healthz, methods=["GET"]),
         Route("/favicon.ico", c.favicon, methods=["GET"]),
         Route("/campaigns/new", c.new_page, methods=["GET"]),
-        Route("/campaigns/new", form_action(c.create, files=2), methods=["POST"]),
+        Route("/campaigns/new", form_action(c.create, files=4), methods=["POST"]),
         Route("/campaigns/{id:int}", c.campaign, methods=["GET"]),
         Route("/campaigns/{id:int}/cancel", c.confirm_cancel, methods=["GET"]),
         *controls,

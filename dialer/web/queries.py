@@ -2,10 +2,11 @@
 statement bounded by an index, so a page costs the same on a million contacts as on ten:
 
 - the list of campaigns (ids of one page, counts by state): the ``campaign`` table;
-- statuses of many campaigns over one connection: ``dialer.store.campaign_status``, the
-  reader ``campaign status`` uses (the tallies; O(statuses) each);
+- statuses of many campaigns: ``dialer.store.campaign_status``'s reader, what ``campaign
+  status`` uses (the tallies; O(statuses) each), over a few connections at once;
 - the import report: the counts kept on the campaign, and the rows that will not be
-  dialed (``ix_contact_campaign_status``);
+  dialed, in file order (``uq_contact_campaign_row``: the walk stops at the page's 20;
+  the page keeps them until their count changes);
 - recent carrier errors and push-backs: attempts in the statuses that carry them
   (``ix_attempt_campaign_status``), newest first;
 - the do-not-call list: by number (``uq_suppression_*``) or the newest entries;

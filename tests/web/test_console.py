@@ -395,12 +395,18 @@ def test_export_and_the_rows_not_dialed_download(browser: TestClient) -> None:
 
 
 def _upload(
-    browser: TestClient, data: dict[str, str], body: bytes, dnc: bytes | None = None
+    browser: TestClient,
+    data: dict[str, str],
+    body: bytes,
+    dnc: bytes | None = None,
+    from_file: bytes | None = None,
 ) -> Any:
     token = csrf_of(browser.get("/campaigns/new", headers=HTML).text)
     files: dict[str, Any] = {"contacts": ("contacts.csv", body, "text/csv")}
     if dnc is not None:
         files["dnc"] = ("dnc.csv", dnc, "text/csv")
+    if from_file is not None:
+        files["from_file"] = ("numbers.csv", from_file, "text/csv")
     return browser.post("/campaigns/new", data={"csrf": token, **data}, files=files, headers=HTML)
 
 
@@ -470,9 +476,45 @@ def test_the_form_offers_every_option_the_api_takes_the_call_script_too(
     assert script["goodbye"] == "Bye" and "max_duration" not in script
 
 
+def test_a_pool_from_an_uploaded_file_and_call_options_on_the_forms(browser: TestClient) -> None:
+    form = browser.get("/campaigns/new", headers=HTML).text
+    assert '<input type="file" name="from_file"' in form, "a file to upload, never a path"
+    created = _upload(
+        browser,
+        {"name": "pool", "record": "on", "callback_timeout": "5000"},
+        b"phone\n+13125550100\n",
+        from_file=b"phone,label\n+19195550001,raleigh\n+13125550002,chicago\n",
+    )
+    assert created.status_code == 303, created.text
+    for _ in range(100):
+        page = browser.get(created.headers["location"], headers=HTML).text
+        if 'id="done"' in page:
+            break
+        time.sleep(0.05)
+    cid = int(re.search(r'href="/campaigns/(\d+)" id="campaign-link"', page).group(1))
+    st = api.status(cid)
+    assert [n["number"] for n in st["caller_ids"]] == ["+19195550001", "+13125550002"]
+    assert st["rules"]["record"] is True and st["rules"]["callback_timeout"] == 5000
+    page = browser.get(f"/campaigns/{cid}", headers=HTML).text
+    assert 'id="caller-ids"' in page and "chicago" in page
+    # Call options change from the page like the rules: the checkbox off, a number on.
+    assert '<input type="checkbox" id="rule-record" name="record" checked>' in page
+    fields = dict(re.findall(r'<input id="rule-[a-z_]+" name="([a-z_]+)" value="([^"]*)"', page))
+    changed = browser.post(
+        f"/campaigns/{cid}/update",
+        data={"csrf": csrf_of(page), **fields, "callback_timeout": "", "record_max": "30"},
+    )
+    assert changed.headers["location"].endswith("done=update")
+    rules = api.status(cid)["rules"]
+    assert "record" not in rules and "callback_timeout" not in rules
+
+
 def test_a_wrong_option_is_said_on_the_form_with_what_was_typed(browser: TestClient) -> None:
     wrong = _upload(browser, {"name": "typo", "from_number": "919-555"}, b"phone\n+13125550100\n")
-    assert wrong.status_code == 400 and "--from must be an E.164 number" in wrong.text
+    assert (
+        wrong.status_code == 400
+        and "--from: &#39;919-555&#39; is not a valid E.164 number" in wrong.text
+    )
     assert 'value="typo"' in wrong.text
     no_column = _upload(
         browser, {"name": "x", "from_number": "+19195551212"}, b"number\n+13125550100\n"
