@@ -61,12 +61,14 @@ return out
 # A send that comes late goes only if no later slot of the number was reserved since
 # (its TAT is still slot + interval), and then pushes the number's next slot to an
 # interval after now. Returns 1 (go), 0 (take a new slot).
+# Lua's tostring keeps 14 significant digits: an epoch time is stored to ~0.1 ms, so
+# "booked since" allows 1 ms (a booked slot is a whole interval later).
 _LATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local interval = tonumber(ARGV[2])
-if tat > tonumber(ARGV[1]) + interval + 0.000001 then return 0 end
+if tat > tonumber(ARGV[1]) + interval + 0.001 then return 0 end
 local nxt = math.max(tat, now + interval)
 redis.call('SET', KEYS[1], tostring(nxt), 'PX', math.ceil((nxt - now) * 1000) + 60000)
 return 1
@@ -342,7 +344,7 @@ class LocalBackend:
         with self._lock:
             interval = 1.0 / limit.rate
             tat = self._tat.get(limit.key, 0.0)
-            if tat > slot_at + interval + 1e-6:
+            if tat > slot_at + interval + 0.001:
                 return False
             self._tat[limit.key] = max(tat, time.time() + interval)
             return True
