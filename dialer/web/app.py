@@ -8,7 +8,7 @@ front of everything: it authenticates (session cookie or HTTP Basic; ``dialer.we
 bounds request bodies (``DIALER_WEB_MAX_UPLOAD_MB``; 413 past it), checks a CSRF token
 sent as a header, and adds the security headers (a strict Content-Security-Policy: only
 the console's own script and style). Form fields' CSRF tokens are checked by
-``pages.form_action``, which every state-changing route must use; ``create_app`` refuses
+``forms.form_action``, which every state-changing route must use; ``create_app`` refuses
 to build an app with one that does not.
 """
 
@@ -111,7 +111,7 @@ class Gate:
             return
         if identity is not None and scope["method"] in UNSAFE:
             token = _header(scope, auth.CSRF_HEADER.encode())
-            # A header token is checked here; a form's is checked by pages.form_action.
+            # A header token is checked here; a form's is checked by forms.form_action.
             state["csrf_header"] = token is not None and auth.csrf_ok(identity, token)
             if token is not None and not state["csrf_header"]:
                 await _plain(send, 403, "the CSRF token is missing or wrong")

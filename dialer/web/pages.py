@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import csv
 import functools
-import inspect
 import math
 import os
 import re
@@ -29,12 +28,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
@@ -51,88 +47,14 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from dialer import api
-from dialer.web import auth, charts, queries
+from dialer.web import auth, charts, forms, queries
+from dialer.web import render as rendering
 from dialer.web.activity import Activity
 from dialer.web.jobs import Jobs
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200  # a live table of more is no page to read (and costs a second a refresh)
-LIVE_MS = 1000  # how often a page's live part is fetched again
 FINAL_STATES = ("completed", "cancelled")
-# What an action did, said by the page it leads to (a fixed text, never one from the URL).
-DONE = {
-    "start": "Started: the first calls go out within a second.",
-    "pause": "Paused: no new call is created; calls in progress end normally.",
-    "resume": "Resumed.",
-    "cancel": "Cancelled: contacts not yet dialed are cancelled.",
-    "update": "Rules updated; they apply to work not yet sent.",
-    "nothing": "Nothing changed: the rules given were the ones in force.",
-}
-
-# The options of ``api.create_campaign`` the form asks for itself (the file, the
-# do-not-call upload) or that are not options (the progress callback).
-_CREATE_SPECIAL = {"name", "from_number", "contacts", "dnc", "progress"}
-_LABELS = {"from_number": "from", "tag_fields": "tag-field"}
-
-
-def _env() -> Environment:
-    env = Environment(
-        loader=PackageLoader("dialer.web", "templates"),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["when"] = _when
-    env.filters["num"] = _num
-    env.filters["pct"] = _pct
-    env.filters["rate"] = _rate
-    env.globals["DONE"] = DONE
-    env.globals["LIVE_MS"] = LIVE_MS
-    return env
-
-
-def _when(value: Any) -> str:
-    """A time as UTC, to the second; ISO strings (the status) and datetimes alike."""
-    if value in (None, ""):
-        return ""
-    if isinstance(value, int | float):
-        value = datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return str(value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
-
-
-def _num(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.2f}"
-    return f"{int(value):,}"
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
-
-
-def _rate(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}/s"
-
-
-class Summary(dict[str, Any]):
-    """A campaign's status with what the pages add, readable as attributes: the
-    templates' ``r.final`` finds it at once (a plain dict's key is found by Jinja only
-    after the attribute lookup fails, which costs most of a long table's rendering)."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 @dataclass
@@ -143,7 +65,7 @@ class Console:
     max_upload: int
 
     def __post_init__(self) -> None:
-        self.env = _env()
+        self.env = rendering.environment()
         self.readers = queries.StatusReaders()
         self._watch: set[int] = set()
         self.started = time.time()
@@ -199,7 +121,7 @@ class Console:
     # ------------------------------------------------------------------ log in and out
     async def login_page(self, request: Request) -> Response:
         if getattr(request.state, "identity", None) is not None:
-            return RedirectResponse(_safe_next(request.query_params.get("next")), 303)
+            return RedirectResponse(forms.safe_next(request.query_params.get("next")), 303)
         return self._login_form(request)
 
     def _login_form(
@@ -215,7 +137,7 @@ class Console:
             "login.html",
             status,
             login_token=token,
-            next=_safe_next(next_page or request.query_params.get("next")),
+            next=forms.safe_next(next_page or request.query_params.get("next")),
             error=error,
         )
         response.set_cookie(
@@ -236,7 +158,7 @@ class Console:
                 request, "Too many failed logins: try again in a few minutes.", 429
             )
         form = await request.form(max_files=0, max_fields=8, max_part_size=4096)
-        field = functools.partial(_text, form)
+        field = functools.partial(forms.text_field, form)
         if not self.authenticator.login_token_ok(
             request.cookies.get(auth.LOGIN_COOKIE), field("login_token")
         ):
@@ -245,7 +167,7 @@ class Console:
             self.authenticator.failed(client)
             await asyncio.sleep(0.2)  # a little: guessing is throttled above as well
             return self._login_form(request, "Wrong user or password.", 401, field("next"))
-        response = RedirectResponse(_safe_next(field("next")), 303)
+        response = RedirectResponse(forms.safe_next(field("next")), 303)
         response.set_cookie(
             auth.SESSION_COOKIE,
             self.authenticator.new_session(),
@@ -286,8 +208,8 @@ class Console:
         ):
             state = None
         name = (q.get("q") or "").strip()[:200] or None
-        size = min(max(_int(q.get("size"), PAGE_SIZE), 1), MAX_PAGE_SIZE)
-        page = max(_int(q.get("page"), 1), 1)
+        size = min(max(forms.int_field(q.get("size"), PAGE_SIZE), 1), MAX_PAGE_SIZE)
+        page = max(forms.int_field(q.get("page"), 1), 1)
         ids, matching, by_state = queries.campaign_page(state, name, (page - 1) * size, size)
         rows = [self._summary(st) for st in self.readers.read(ids)]
         pages = max(math.ceil(matching / size), 1)
@@ -315,11 +237,11 @@ class Console:
             return self.render(request, "_campaign_rows.html", **context)
         return self.render(request, "campaigns.html", **context)
 
-    def _summary(self, st: dict[str, Any]) -> Summary:
+    def _summary(self, st: dict[str, Any]) -> rendering.Summary:
         contacts = st["contacts"]
         final = st["total"] - contacts.get("pending", 0) - contacts.get("dialing", 0)
         reached = sum(contacts.get(s, 0) for s in ("answered", "unanswered", "failed"))
-        return Summary(
+        return rendering.Summary(
             {
                 **st,
                 "final": final,
@@ -332,18 +254,18 @@ class Console:
         )
 
     def campaign(self, request: Request) -> Response:
-        cid = _int(request.path_params["id"], 0)
+        cid = forms.int_field(request.path_params["id"], 0)
         try:
             st = api.status(cid)
         except api.ApiError as exc:
             raise HTTPException(404, str(exc)) from None
         context = self._campaign_context(cid, st)
-        context["done"] = DONE.get(request.query_params.get("done", ""))
+        context["done"] = rendering.DONE.get(request.query_params.get("done", ""))
         if request.query_params.get("part") == "live":
             return self.render(request, "_campaign_live.html", **context)
         context["report"] = queries.import_report(cid)
         context["not_dialed"] = self._not_dialed(st)
-        context["update_fields"] = _update_fields(st)
+        context["update_fields"] = forms.update_fields(st)
         return self.render(request, "campaign.html", **context)
 
     def _not_dialed(self, st: dict[str, Any]) -> list[dict[str, Any]]:
@@ -377,8 +299,8 @@ class Console:
         }
 
     async def control(self, request: Request, form: FormData, action: str) -> Response:
-        cid = _int(request.path_params["id"], 0)
-        if action == "cancel" and _text(form, "confirm") != "yes":
+        cid = forms.int_field(request.path_params["id"], 0)
+        if action == "cancel" and forms.text_field(form, "confirm") != "yes":
             return await run_in_threadpool(self._confirm_cancel, request, cid)
         fn = {"start": api.start, "pause": api.pause, "resume": api.resume, "cancel": api.cancel}[
             action
@@ -392,7 +314,7 @@ class Console:
         return RedirectResponse(f"/campaigns/{cid}?done={action}", 303)
 
     def confirm_cancel(self, request: Request) -> Response:
-        return self._confirm_cancel(request, _int(request.path_params["id"], 0))
+        return self._confirm_cancel(request, forms.int_field(request.path_params["id"], 0))
 
     def _confirm_cancel(self, request: Request, cid: int) -> Response:
         try:
@@ -412,20 +334,20 @@ class Console:
         context.update(
             report=queries.import_report(cid),
             not_dialed=self._not_dialed(st),
-            update_fields=_update_fields(st),
+            update_fields=forms.update_fields(st),
             error=error,
             **extra,
         )
         return self.render(request, "campaign.html", status, **context)
 
     async def update(self, request: Request, form: FormData) -> Response:
-        cid = _int(request.path_params["id"], 0)
+        cid = forms.int_field(request.path_params["id"], 0)
         try:
             st = await run_in_threadpool(api.status, cid)
         except api.ApiError as exc:
             raise HTTPException(404, str(exc)) from None
         try:
-            given = _changes(form, st)
+            given = forms.changes_of(form, st)
         except ValueError as exc:
             return await run_in_threadpool(self._campaign_error, request, cid, str(exc), 400)
         if not given:
@@ -439,8 +361,8 @@ class Console:
         )
 
     def export(self, request: Request) -> Response:
-        cid = _int(request.path_params["id"], 0)
-        run = _int(request.query_params.get("run"), 0) or None
+        cid = forms.int_field(request.path_params["id"], 0)
+        run = forms.int_field(request.query_params.get("run"), 0) or None
         fd, name = tempfile.mkstemp(prefix="dialer-export-", suffix=".csv")
         try:
             with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
@@ -461,7 +383,7 @@ class Console:
 
     def not_dialed_csv(self, request: Request) -> Response:
         """The import report's rows that will not be dialed, with their reasons."""
-        cid = _int(request.path_params["id"], 0)
+        cid = forms.int_field(request.path_params["id"], 0)
         if queries.import_report(cid) is None:
             raise HTTPException(404, f"no campaign with id {cid}")
         fd, name = tempfile.mkstemp(prefix="dialer-report-", suffix=".csv")
@@ -483,7 +405,7 @@ class Console:
     # ------------------------------------------------------------------ create
     def new_page(self, request: Request) -> Response:
         return self.render(
-            request, "new.html", fields=_create_fields({}), values={}, limit=self.max_upload
+            request, "new.html", fields=forms.create_fields({}), values={}, limit=self.max_upload
         )
 
     async def create(self, request: Request, form: FormData) -> Response:
@@ -491,17 +413,17 @@ class Console:
 
         def again(error: str, status: int = 400) -> Response:
             return self.render(
-                request, "new.html", status, fields=_create_fields(values), values=values,
+                request, "new.html", status, fields=forms.create_fields(values), values=values,
                 error=error, limit=self.max_upload,
             )  # fmt: skip
 
         contacts = form.get("contacts")
         if not isinstance(contacts, UploadFile) or not contacts.filename:
             return again("Choose the CSV file of contacts.")
-        name, from_number = _text(form, "name"), _text(form, "from_number")
+        name, from_number = forms.text_field(form, "name"), forms.text_field(form, "from_number")
         files = {
             f.name: upload
-            for f in _create_fields({})
+            for f in forms.create_fields({})
             if f.kind == "file"
             and isinstance(upload := form.get(f.name), UploadFile)
             and upload.filename
@@ -509,16 +431,16 @@ class Console:
         if not name or not (from_number or files.get("from_file")):
             return again("A campaign needs a name and a from number (or a file of them).")
         try:
-            options = _create_options(form)
+            options = forms.create_options(form)
         except ValueError as exc:
             return again(str(exc))
-        paths = [await _keep(contacts, ".csv")]
+        paths = [await forms.keep_upload(contacts, ".csv")]
         dnc = form.get("dnc")
         if isinstance(dnc, UploadFile) and dnc.filename:
-            paths.append(await _keep(dnc, ".csv"))
+            paths.append(await forms.keep_upload(dnc, ".csv"))
             options["dnc"] = [paths[-1]]
         for option, upload in files.items():  # --from-file, as the CLI takes a path
-            paths.append(await _keep(upload, ".csv"))
+            paths.append(await forms.keep_upload(upload, ".csv"))
             options[option] = paths[-1]
         job = self.jobs.submit(
             name,
@@ -557,7 +479,7 @@ class Console:
         from dialer.importing.numbers import normalize
 
         number = (request.query_params.get("number") or "").strip()[:64]
-        region = _region(request.query_params.get("region"))
+        region = forms.region_field(request.query_params.get("region"))
         found, e164, problem = None, None, None
         if number:
             e164, problem = normalize(number, region)
@@ -572,27 +494,27 @@ class Console:
         """Add or remove one number, or the numbers of an uploaded file."""
         from dialer.importing.numbers import normalize
 
-        action = _text(form, "action")
+        action = forms.text_field(form, "action")
         if action not in ("add", "remove"):
             raise HTTPException(400, "action must be add or remove")
-        region = _region(_text(form, "region"))
-        campaign_text = _text(form, "campaign")
-        campaign_id = _int(campaign_text, 0) or None
+        region = forms.region_field(forms.text_field(form, "region"))
+        campaign_text = forms.text_field(form, "campaign")
+        campaign_id = forms.int_field(campaign_text, 0) or None
         if campaign_text and campaign_id is None:
             return await run_in_threadpool(
                 self.dnc_page, request, None, "Campaign must be a campaign id.", 400
             )
         upload = form.get("file")
         if isinstance(upload, UploadFile) and upload.filename:
-            path = await _keep(upload, ".csv")
+            path = await forms.keep_upload(upload, ".csv")
         else:
-            number = _text(form, "number")
+            number = forms.text_field(form, "number")
             e164, problem = normalize(number, region)
             if e164 is None:
                 return await run_in_threadpool(
                     self.dnc_page, request, None, f"{number!r} is not a number: {problem}.", 400
                 )
-            path = await run_in_threadpool(_one_number_csv, e164)
+            path = await run_in_threadpool(forms.one_number_csv, e164)
         fn = api.add_dnc if action == "add" else api.remove_dnc
         try:
             result = await run_in_threadpool(
@@ -609,7 +531,7 @@ class Console:
         from dialer.importing.numbers import normalize
 
         number = (request.query_params.get("number") or "").strip()[:255]
-        region = _region(request.query_params.get("region"))
+        region = forms.region_field(request.query_params.get("region"))
         story, e164, problem = None, None, None
         if number:
             e164, problem = normalize(number, region)
@@ -626,221 +548,6 @@ class Console:
             problem=problem,
             story=story,
         )
-
-
-# ---------------------------------------------------------------------- forms
-
-
-def form_action(
-    handler: Callable[[Request, FormData], Awaitable[Response]], *, files: int = 0
-) -> Callable[[Request], Awaitable[Response]]:
-    """A state-changing route: its form parsed with bounds (the body as a whole is
-    bounded by the gate), run only with the request's CSRF token."""
-
-    async def endpoint(request: Request) -> Response:
-        form = await request.form(max_files=files, max_fields=64, max_part_size=64 * 1024)
-        try:
-            identity: auth.Identity | None = request.state.identity
-            token = form.get(auth.CSRF_FIELD)
-            ok = getattr(request.state, "csrf_header", False) or (
-                identity is not None and isinstance(token, str) and auth.csrf_ok(identity, token)
-            )
-            if not ok:
-                raise HTTPException(
-                    403, "The CSRF token is missing or wrong: reload the page and try again."
-                )
-            return await handler(request, form)
-        finally:
-            await form.close()
-
-    endpoint.csrf_protected = True  # type: ignore[attr-defined]
-    return endpoint
-
-
-def _text(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(str(value))
-    except (TypeError, ValueError):
-        return default
-
-
-def _region(value: str | None) -> str:
-    value = (value or "US").strip().upper()
-    return value if re.fullmatch(r"[A-Z]{2}", value) else "US"
-
-
-def _safe_next(target: str | None) -> str:
-    """Only a path of this site: never another host (``//evil``, ``/\\evil``)."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
-        return "/"
-    return target
-
-
-async def _keep(upload: UploadFile, suffix: str) -> Path:
-    """The uploaded file (spooled by the form parser) copied to a named temporary file,
-    off the event loop."""
-    import shutil
-
-    fd, name = tempfile.mkstemp(prefix="dialer-upload-", suffix=suffix)
-
-    def copy() -> None:
-        upload.file.seek(0)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(upload.file, out, 1 << 20)
-
-    try:
-        await run_in_threadpool(copy)
-    except BaseException:
-        os.unlink(name)
-        raise
-    return Path(name)
-
-
-def _one_number_csv(e164: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix="dialer-dnc-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([["phone"], [e164]])
-    return Path(name)
-
-
-@dataclass(frozen=True)
-class Field:
-    """One option of a form, from the API function's signature."""
-
-    name: str
-    flag: str  # the CLI's spelling, --max-attempts
-    kind: str  # text | int | float | bool | list
-    default: Any
-    value: Any = None
-
-
-def _kind(annotation: Any) -> str:
-    text = (
-        annotation
-        if isinstance(annotation, str)
-        else getattr(annotation, "__name__", str(annotation))
-    )
-    if "Path" in text:
-        return "file"  # uploaded: never a path on the console's machine
-    if "bool" in text:
-        return "bool"
-    if "Iterable" in text or "list" in text:
-        return "list"
-    if "float" in text:
-        return "float"
-    if "int" in text:
-        return "int"
-    return "text"
-
-
-def _flag(name: str) -> str:
-    return "--" + _LABELS.get(name, name).replace("_", "-")
-
-
-def _create_fields(values: dict[str, str]) -> list[Field]:
-    """Every keyword option of ``api.create_campaign``, as the CLI has them: what the
-    API learns, the form offers."""
-    out = []
-    for p in inspect.signature(api.create_campaign).parameters.values():
-        if p.kind != p.KEYWORD_ONLY or p.name in _CREATE_SPECIAL:
-            continue
-        kind = _kind(p.annotation)
-        default = None if p.default is inspect.Parameter.empty else p.default
-        if kind == "list":
-            default = ", ".join(default or ())
-        out.append(Field(p.name, _flag(p.name), kind, default, values.get(p.name)))
-    return out
-
-
-def _coerce(field: Field, raw: str) -> Any:
-    if field.kind == "bool":
-        return raw.lower() in ("on", "true", "yes", "1")
-    if field.kind == "list":
-        return [x.strip() for x in re.split(r"[,\n]", raw) if x.strip()]
-    try:
-        if field.kind == "int":
-            return int(raw)
-        if field.kind == "float":
-            return float(raw)
-    except ValueError:
-        what = "a whole number" if field.kind == "int" else "a number"
-        raise ValueError(f"{field.flag} must be {what}, got {raw!r}") from None
-    return raw
-
-
-def _create_options(form: FormData) -> dict[str, Any]:
-    """The form's options for ``api.create_campaign``: blank ones left to its defaults."""
-    options: dict[str, Any] = {}
-    for field in _create_fields({}):
-        if field.kind == "file":
-            continue  # the uploads: kept by ``create``
-        raw = _text(form, field.name)
-        if field.kind == "bool":
-            if raw:
-                options[field.name] = _coerce(field, raw)
-        elif raw:
-            value = _coerce(field, raw)
-            if field.kind == "list" and not value:
-                continue
-            options[field.name] = value
-    return options
-
-
-def _update_fields(st: dict[str, Any]) -> list[Field]:
-    """What ``update`` can change on a campaign (its rules, its call script, the options
-    its calls carry), with the values in force; each typed as ``create_campaign`` takes
-    it."""
-    from dialer.state import controls
-
-    typed = inspect.signature(api.create_campaign).parameters
-    in_force = (st.get("rules") or {}) | (st.get("script") or {})
-    names = (
-        *api.RULE_FIELDS,
-        *getattr(controls, "SCRIPT_FIELDS", ()),
-        *getattr(controls, "CALL_OPTION_FIELDS", ()),
-    )
-    out = []
-    for name in dict.fromkeys(names):
-        p = typed.get(name)
-        kind = _kind(p.annotation) if p is not None else "text"
-        out.append(Field(name, _flag(name), kind, None, _shown(in_force.get(name))))
-    return out
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "on" if value else ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value)
-    return str(value)
-
-
-def _changes(form: FormData, st: dict[str, Any]) -> dict[str, Any]:
-    """The rules the form changes: a field whose text differs from the rule in force;
-    an emptied field removes an optional rule (``update`` says which cannot be)."""
-    given: dict[str, Any] = {}
-    for field in _update_fields(st):
-        raw = _text(form, field.name)
-        if field.kind == "bool":
-            new = _coerce(field, raw)
-            if new != bool(field.value):
-                given[field.name] = new
-            continue
-        if raw == field.value:
-            continue
-        given[field.name] = None if raw == "" else _coerce(field, raw)
-    return given
 
 
 # ---------------------------------------------------------------------- routes
@@ -862,7 +569,7 @@ def routes(c: Console) -> list[Route]:
     controls = [
         Route(
             f"/campaigns/{{id:int}}/{name}",
-            form_action(functools.partial(c.control, action=name)),
+            forms.form_action(functools.partial(c.control, action=name)),
             methods=["POST"],
         )
         for name in ("start", "pause", "resume", "cancel")
@@ -871,20 +578,20 @@ def routes(c: Console) -> list[Route]:
         Route("/", c.campaigns, methods=["GET"]),
         Route("/login", c.login_page, methods=["GET"]),
         Route("/login", _own_token(c.login), methods=["POST"]),
-        Route("/logout", form_action(c.logout), methods=["POST"]),
+        Route("/logout", forms.form_action(c.logout), methods=["POST"]),
         Route("/csrf", c.csrf, methods=["GET"]),
         Route("/healthz", c.healthz, methods=["GET"]),
         Route("/favicon.ico", c.favicon, methods=["GET"]),
         Route("/campaigns/new", c.new_page, methods=["GET"]),
-        Route("/campaigns/new", form_action(c.create, files=4), methods=["POST"]),
+        Route("/campaigns/new", forms.form_action(c.create, files=4), methods=["POST"]),
         Route("/campaigns/{id:int}", c.campaign, methods=["GET"]),
         Route("/campaigns/{id:int}/cancel", c.confirm_cancel, methods=["GET"]),
         *controls,
-        Route("/campaigns/{id:int}/update", form_action(c.update), methods=["POST"]),
+        Route("/campaigns/{id:int}/update", forms.form_action(c.update), methods=["POST"]),
         Route("/campaigns/{id:int}/export.csv", c.export, methods=["GET"]),
         Route("/campaigns/{id:int}/not-dialed.csv", c.not_dialed_csv, methods=["GET"]),
         Route("/imports/{job:str}", c.import_page, methods=["GET"]),
         Route("/dnc", c.dnc_page, methods=["GET"]),
-        Route("/dnc", form_action(c.dnc_change, files=1), methods=["POST"]),
+        Route("/dnc", forms.form_action(c.dnc_change, files=1), methods=["POST"]),
         Route("/contacts", c.contact, methods=["GET"]),
     ]
