@@ -127,6 +127,9 @@ def chrome() -> Iterator[Any]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    # A click that submits a form returns before the next page has loaded: elements of
+    # that page are waited for (up to 5 s) rather than missed.
+    driver.implicitly_wait(5)
     yield driver
     driver.quit()
 
@@ -155,6 +158,18 @@ def _text(driver: Any, css: str) -> str:
     )
     assert text is not None, f"no {css} on {driver.current_url}"
     return str(text).strip()
+
+
+def _text_after(driver: Any, css: str, timeout: float = 20) -> str:
+    """``_text`` once the element is there: after a click that submits a form, the
+    next page may not have loaded yet when the click returns."""
+    _wait(
+        driver,
+        lambda d: d.execute_script("return document.querySelector(arguments[0]) !== null;", css),
+        timeout,
+        what=f"{css} on the page",
+    )
+    return _text(driver, css)
 
 
 def _number(driver: Any, css: str) -> int:
@@ -191,7 +206,7 @@ def test_an_operator_runs_a_campaign_from_the_browser(
         d.find_element(By.NAME, "user").send_keys("admin")
         d.find_element(By.NAME, "password").send_keys("wrong")
         d.find_element(By.CSS_SELECTOR, "#login button").click()
-        assert "Wrong user or password" in _text(d, ".error")
+        assert "Wrong user or password" in _text_after(d, ".error")
         assert d.get_cookie("dialer_session") is None
         d.find_element(By.NAME, "user").send_keys("admin")
         d.find_element(By.NAME, "password").send_keys(PASSWORD)
@@ -305,7 +320,7 @@ def test_a_change_without_its_csrf_token_is_refused(console: Console, chrome: An
     d.execute_script("document.querySelector('#dnc-one input[name=csrf]').remove();")
     d.find_element(By.CSS_SELECTOR, "#dnc-one input[name=number]").send_keys("+13125559999")
     d.find_element(By.ID, "dnc-add").click()
-    assert "CSRF" in _text(d, "#error")
+    assert "CSRF" in _text_after(d, "#error")
     d.get(console.url + "/dnc?number=+13125559999")
     assert "is on no do-not-call list" in _text(d, "#dnc-found")
 
