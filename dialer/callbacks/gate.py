@@ -336,16 +336,20 @@ class Gate:
         imports and a connection (benchmarks/call_script.py's p99). A database out of
         reach now is only logged: answers then wait for it, or get a 503."""
         try:
-            from dialer.script.source import ScriptSource
-
-            if self._scripts is None:
-                self._scripts = ScriptSource()
-            self._scripts.warm()
+            self._script_source().warm()
             s = settings.get()
             if s.callback_url and s.callback_secret:
                 self._callback_url = callback_urls(s)[0]
         except Exception as exc:
             log.warning("could not prepare for call scripts yet: %s", type(exc).__name__)
+
+    def _script_source(self) -> Any:
+        """The process's dialer.script.source.ScriptSource, made on first use."""
+        if self._scripts is None:
+            from dialer.script.source import ScriptSource
+
+            self._scripts = ScriptSource()
+        return self._scripts
 
     def scripted(self, payload: dict[str, str]) -> Answer:
         """The answer to a GET callback already in the stream: for ``answer`` and
@@ -355,13 +359,9 @@ class Gate:
         if event_type not in ("answer", "gather"):
             return ACCEPTED
         try:
-            if self._scripts is None:
-                from dialer.script.source import ScriptSource
-
-                self._scripts = ScriptSource()
             if self._callback_url is None:
                 self._callback_url = callback_urls(settings.get())[0]
-            document = self._scripts.document(payload, self._callback_url)
+            document = self._script_source().document(payload, self._callback_url)
         except Exception as exc:  # the database, or the settings: the carrier asks again
             log.error("could not build the script for a %s callback: %s", event_type, exc)
             metrics.control_request(f"bxml-{event_type}", "error")
