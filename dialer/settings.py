@@ -100,6 +100,9 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///dialer.db"
+    # "transaction": PostgreSQL is reached through a pooler in transaction mode
+    # (PgBouncer): no prepared statements, no startup options (docs/operations.md).
+    database_pooler: str = "none"
     broker_url: str = "redis://localhost:6379/0"
     redis_url: str = "redis://localhost:6379/0"
     catapult_api_url: str = "https://api.catapult.inetwork.com"
@@ -132,6 +135,7 @@ class Settings:
 # variable name -> (attribute, coercer). The order is the order of docs/interface.md.
 _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DIALER_DATABASE_URL": ("database_url", _database_url),
+    "DIALER_DATABASE_POOLER": ("database_pooler", _choice("none", "transaction")),
     "DIALER_BROKER_URL": ("broker_url", _url(("redis", "rediss", "memory"))),
     "DIALER_REDIS_URL": ("redis_url", _url(("redis", "rediss", "unix", "memory"))),
     "CATAPULT_API_URL": ("catapult_api_url", _url(("http", "https"))),

@@ -34,7 +34,7 @@ RUN_COLUMNS = "number, scheduled_for, started_at, finished_at, summary"
 Rows = list[Any]
 # campaign, runs, calls, contacts, responses (run, label, n), caller ids (e164, label,
 # state, reason, removed_at, calls)
-Found = tuple[tuple[Any, ...], Rows, Rows, Rows, Rows, Rows]
+Found = tuple[tuple[Any, ...], Rows, Rows, Rows, Rows, Rows, Rows]
 Starting = tuple[str, int, str | None, str]  # state, run, schedule, timezone
 
 # A campaign's start (dialer.state.starting), "{p}" the driver's placeholder and "{lock}"
@@ -113,6 +113,16 @@ class Driver:
         cursor.execute(self._start["insert_run"], (campaign_id, number, self.timestamp(now)))
 
 
+# The campaign's attempts waiting to be sent again because nothing was created (the
+# carrier out of reach, a 5xx, a rate limit: dialer.worker.dialing): how many, and the
+# newest one's reason; a few rows at most (the queued ones), by ix_attempt_campaign_status.
+_RESEND = (
+    "(SELECT count(*) FROM attempt WHERE campaign_id = {p} AND status = 'queued' "
+    "AND error IS NOT NULL), "
+    "(SELECT error FROM attempt WHERE campaign_id = {p} AND status = 'queued' "
+    "AND error IS NOT NULL ORDER BY id DESC LIMIT 1)"
+)
+
 # PostgreSQL: everything in one statement, so one round trip (a loaded machine makes
 # each one wait for the server to be scheduled) and one snapshot (the state, the counts
 # and the calls agree). The contacts by (status, zone key of pending ones) and the calls
@@ -137,7 +147,8 @@ SELECT {COLUMNS},
         (SELECT coalesce(sum(n), 0) FROM number_tally AS t
          WHERE t.campaign_id = c.id AND t.from_number = i.e164)
      ) ORDER BY i.id), '[]')
-     FROM caller_id AS i WHERE i.campaign_id = c.id)
+     FROM caller_id AS i WHERE i.campaign_id = c.id),
+    (SELECT json_build_array({_RESEND.format(p="c.id")}))
 FROM campaign AS c WHERE id = %s
 """
 
@@ -148,15 +159,19 @@ class PostgresDriver(Driver):
     def connect(self, rest: str) -> Any:
         import psycopg
 
-        # Autocommit: the one statement is its own snapshot; no BEGIN, no ROLLBACK.
-        return psycopg.connect("postgresql://" + rest, autocommit=True)
+        # Autocommit: the one statement is its own snapshot; no BEGIN, no ROLLBACK. Never
+        # a prepared statement: a short-lived connection gains nothing from one, and
+        # behind a transaction pooler it would outlive its server connection.
+        return psycopg.connect(
+            "postgresql://" + rest, autocommit=True, prepare_threshold=None, connect_timeout=5
+        )
 
     def fetch_status(self, cursor: Any, campaign_id: int) -> Found | None:
         cursor.execute(_POSTGRESQL, (campaign_id,))
         row = cursor.fetchone()
         if row is None:
             return None
-        *campaign, runs, calls, contacts, responses, callers = row
+        *campaign, runs, calls, contacts, responses, callers, resend = row
         return (
             tuple(campaign),
             decode_json(runs),
@@ -164,6 +179,7 @@ class PostgresDriver(Driver):
             decode_json(contacts),
             decode_json(responses),
             decode_json(callers),
+            [tuple(decode_json(resend))],
         )
 
     def connection_errors(self) -> tuple[type[BaseException], ...]:
@@ -181,17 +197,39 @@ class PostgresDriver(Driver):
 
 # SQLite (the demo, trials; small): the same rows counted from the tables, in one
 # transaction.
+def _one(campaign_id: int) -> tuple[int]:
+    return (campaign_id,)
+
+
+def _two(campaign_id: int) -> tuple[int, int]:
+    return (campaign_id, campaign_id)
+
+
 _SQLITE = (
-    f"SELECT {COLUMNS} FROM campaign WHERE id = ?",
-    f"SELECT {RUN_COLUMNS} FROM campaign_run WHERE campaign_id = ? ORDER BY number",
-    "SELECT run, count(*) FROM attempt WHERE campaign_id = ? AND call_id IS NOT NULL GROUP BY run",
-    "SELECT status, CASE WHEN status = 'pending' THEN zones END, count(*) FROM contact "
-    "WHERE campaign_id = ? GROUP BY 1, 2",
-    "SELECT run, response, count(*) FROM attempt WHERE campaign_id = ? AND response IS NOT NULL "
-    "GROUP BY 1, 2",
-    "SELECT i.e164, i.label, i.state, i.reason, i.removed_at, (SELECT count(*) FROM attempt AS a "
-    "WHERE a.campaign_id = i.campaign_id AND a.from_number = i.e164 AND a.call_id IS NOT NULL) "
-    "FROM caller_id AS i WHERE i.campaign_id = ? ORDER BY i.id",
+    (f"SELECT {COLUMNS} FROM campaign WHERE id = ?", _one),
+    (f"SELECT {RUN_COLUMNS} FROM campaign_run WHERE campaign_id = ? ORDER BY number", _one),
+    (
+        "SELECT run, count(*) FROM attempt WHERE campaign_id = ? AND call_id IS NOT NULL "
+        "GROUP BY run",
+        _one,
+    ),
+    (
+        "SELECT status, CASE WHEN status = 'pending' THEN zones END, count(*) FROM contact "
+        "WHERE campaign_id = ? GROUP BY 1, 2",
+        _one,
+    ),
+    (
+        "SELECT run, response, count(*) FROM attempt WHERE campaign_id = ? "
+        "AND response IS NOT NULL GROUP BY 1, 2",
+        _one,
+    ),
+    (
+        "SELECT i.e164, i.label, i.state, i.reason, i.removed_at, (SELECT count(*) FROM "
+        "attempt AS a WHERE a.campaign_id = i.campaign_id AND a.from_number = i.e164 AND "
+        "a.call_id IS NOT NULL) FROM caller_id AS i WHERE i.campaign_id = ? ORDER BY i.id",
+        _one,
+    ),
+    (f"SELECT {_RESEND.format(p='?')}", _two),
 )
 
 
@@ -217,10 +255,12 @@ class SqliteDriver(Driver):
 
     def fetch_status(self, cursor: Any, campaign_id: int) -> Found | None:
         cursor.execute("BEGIN")
-        campaign, runs, calls, contacts, responses, callers = (
-            cursor.execute(sql, (campaign_id,)).fetchall() for sql in _SQLITE
+        campaign, runs, calls, contacts, responses, callers, resend = (
+            cursor.execute(sql, params(campaign_id)).fetchall() for sql, params in _SQLITE
         )
-        return (campaign[0], runs, calls, contacts, responses, callers) if campaign else None
+        if not campaign:
+            return None
+        return (campaign[0], runs, calls, contacts, responses, callers, resend)
 
     def connection_errors(self) -> tuple[type[BaseException], ...]:
         import sqlite3

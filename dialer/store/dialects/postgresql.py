@@ -5,6 +5,7 @@ one statement over arrays where the portable form takes several or an executeman
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -20,6 +21,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     create_engine,
+    event,
     text,
 )
 from sqlalchemy.dialects import postgresql
@@ -29,6 +31,8 @@ from dialer import settings
 from dialer.store import tally
 from dialer.store.dialects.base import Created, Queries
 from dialer.store.dialects.drivers import PostgresDriver
+
+log = logging.getLogger(__name__)
 
 
 class PostgresQueries(Queries):
@@ -53,14 +57,33 @@ class PostgresQueries(Queries):
         #   statements touch are recent and cached, and at 4 a batch of 40 ids on a table
         #   of a few thousand rows was planned as a scan of all of them.
         # Together: 336 rows read per call at 10,000 contacts became 42.
-        size = settings.get().worker_threads + 4
-        return create_engine(
+        #
+        # Behind a pooler in transaction mode (DIALER_DATABASE_POOLER=transaction) each
+        # transaction may run on another server connection: a statement psycopg
+        # prepared on one is unknown on the next ("prepared statement _pg3_0 does not
+        # exist"), and PgBouncer refuses the ``options`` startup parameter outright. So
+        # neither is used; the two settings are then the database's own
+        # (``ALTER DATABASE ... SET``, docs/operations.md), checked at the first connection.
+        s = settings.get()
+        size = s.worker_threads + 4
+        pooled = s.database_pooler == "transaction"
+        connect_args: dict[str, Any] = (
+            {"prepare_threshold": None} if pooled else {"options": _SESSION_OPTIONS}
+        )
+        # A server that does not answer (a failover's old address, a dropped route) is
+        # an error in seconds, as a refused connection is, not a worker thread stuck in
+        # connect() for the kernel's two minutes.
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT
+        engine = create_engine(
             url,
             pool_size=size,
             max_overflow=10,
             pool_recycle=3600,
-            connect_args={"options": _SESSION_OPTIONS},
+            connect_args=connect_args,
         )
+        if pooled:
+            event.listen(engine, "first_connect", _check_database_settings)
+        return engine
 
     def among(self, column: ColumnElement[Any], values: Sequence[object]) -> ColumnElement[bool]:
         """``column = ANY(array)``: one parameter however many values, so the statement's
@@ -170,7 +193,29 @@ class PostgresQueries(Queries):
         session.execute(text(f"ANALYZE {table_name}"))
 
 
+CONNECT_TIMEOUT = 5  # seconds (libpq's connect_timeout)
 _SESSION_OPTIONS = "-c plan_cache_mode=force_custom_plan -c random_page_cost=1.1"
+_WANTED = {"plan_cache_mode": "force_custom_plan", "random_page_cost": "1.1"}
+
+
+def _check_database_settings(dbapi_connection: Any, _record: Any) -> None:
+    """Behind a pooler the planner settings must be the database's own: say so, once
+    per process, when they are not (the dialer still works, but its look-ups may turn
+    into scans as tables grow: docs/design.md, "Work per call")."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('plan_cache_mode'), current_setting('random_page_cost')"
+        )
+        found = dict(zip(_WANTED, cursor.fetchone() or (), strict=False))
+    dbapi_connection.rollback()
+    wrong = {k: v for k, v in _WANTED.items() if found.get(k) != v}
+    if wrong:
+        log.warning(
+            "DIALER_DATABASE_POOLER=transaction: the database does not set %s; run %s",
+            ", ".join(f"{k} (is {found.get(k)})" for k in wrong),
+            "; ".join(f"ALTER DATABASE <name> SET {k} = {v}" for k, v in wrong.items()),
+        )
+
 
 _RELEASE = text(
     """
