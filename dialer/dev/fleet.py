@@ -64,19 +64,33 @@ def receiver_command(port: int, workers: int) -> list[str]:
 
 
 class RedisServer:
-    """A private redis-server process without persistence; ``options`` are more
-    redis-server options (``--requirepass``, ...)."""
+    """A private redis-server process; ``options`` are more redis-server options
+    (``--requirepass``, ...).
 
-    def __init__(self, port: int | None = None, options: Sequence[str] = ()) -> None:
+    Without ``data_dir`` it keeps nothing: a restart loses every key. With it, it runs
+    as docker-compose.yml runs Redis, with the append-only file (fsync every second),
+    and a restart comes back from that file.
+    """
+
+    def __init__(
+        self, port: int | None = None, options: Sequence[str] = (), data_dir: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.options = list(options)
+        self.data_dir = data_dir
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        if self.data_dir is None:
+            persistence = ["--appendonly", "no"]
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
+            persistence += ["--dir", str(self.data_dir)]
         self.proc = subprocess.Popen(
             [
                 binary,
@@ -86,8 +100,7 @@ class RedisServer:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *persistence,
                 *self.options,
             ],
             stdout=subprocess.DEVNULL,
@@ -95,9 +108,15 @@ class RedisServer:
         )
         wait_for_port(self.port)
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
+        """SIGKILL (a crash: the append-only file may miss its last second), or with
+        ``graceful`` SIGTERM, which writes the file out first (a restart, as ``docker
+        compose restart`` does it)."""
         if self.proc is not None:
-            self.proc.kill()
+            if graceful:
+                self.proc.terminate()
+            else:
+                self.proc.kill()
             self.proc.wait()
             self.proc = None
 
@@ -127,12 +146,14 @@ class Fleet:
         self.receiver_url = ""
 
     # ------------------------------------------------------------------ processes
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, argv: list[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         out = (self.workdir / f"{name}.stdout").open("ab") if self.stdout_apart else log
         proc = subprocess.Popen(
             argv,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=out,
             stderr=log,
             cwd=self.workdir,
@@ -172,8 +193,13 @@ class Fleet:
         return self.receiver_url
 
     def start_worker(
-        self, name: str, concurrency: int | None = None, loglevel: str = "INFO"
+        self,
+        name: str,
+        concurrency: int | None = None,
+        loglevel: str = "INFO",
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
+        """``env``: settings for this worker alone, over the fleet's."""
         argv = [
             sys.executable,
             "-m",
@@ -189,7 +215,7 @@ class Fleet:
         ]
         if concurrency:
             argv.append(f"--concurrency={concurrency}")
-        return self._spawn(name, argv)
+        return self._spawn(name, argv, env)
 
     def start_beat(self, name: str = "beat", quiet: bool = False) -> subprocess.Popen[bytes]:
         """``quiet``: no start-up banner (celery's global -q), as with JSON logs."""
