@@ -438,6 +438,9 @@ def _print_status(st: dict[str, Any], as_json: bool) -> None:
             + (f"; the next opens at {opening}" if opening else "")
             + (f" ({window['never_opens']} never open)" if window.get("never_opens") else "")
         )
+    resend = st.get("resend") or {}
+    if resend.get("waiting"):
+        print(f"  {resend['waiting']} calls wait to be sent again: {resend['reason']}")
     if st.get("next_run"):
         print(f"  next run at {st['next_run']}")
     script = st.get("script") or {}

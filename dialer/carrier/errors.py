@@ -49,6 +49,8 @@ class CarrierError(Exception):
 
     ``retry_at`` is epoch seconds when a rate limit lifts, if the carrier said.
     ``status``, ``category`` and ``code`` are None when there was no (parsable) answer.
+    ``unreachable``: the carrier could not be reached at all (refused, DNS, no
+    connection in time), so nothing was sent: the whole fleet waits, not one attempt.
     """
 
     def __init__(
@@ -60,8 +62,10 @@ class CarrierError(Exception):
         category: str | None = None,
         code: str | None = None,
         retry_at: float | None = None,
+        unreachable: bool = False,
     ) -> None:
         super().__init__(message)
+        self.unreachable = unreachable
         self.action = action
         self.status = status
         self.category = category
@@ -283,7 +287,9 @@ def from_transport(
         sent, what = True, "the answer could not be read"
     name = type(exc).__name__
     if not sent:
-        return CarrierError(Action.RETRY, f"{method} {path}: {what} ({name}); nothing was sent")
+        return CarrierError(
+            Action.RETRY, f"{method} {path}: {what} ({name}); nothing was sent", unreachable=True
+        )
     if creates:
         return CarrierError(
             Action.AMBIGUOUS,

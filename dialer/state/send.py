@@ -331,10 +331,15 @@ def unclaim(session: Session, attempt_ids: list[int]) -> list[int]:
     )
 
 
-def record_not_sent(session: Session, attempt_id: int, not_before: datetime, error: str) -> bool:
+def record_not_sent(
+    session: Session, attempt_id: int, not_before: datetime, error: str, *, reached: bool = True
+) -> bool:
     """Nothing was created (rate limit, 5xx, refused connection): queue it again.
 
-    Not an attempt on the person: it does not count against --max-attempts.
+    Not an attempt on the person: it does not count against --max-attempts. When the
+    carrier was not ``reached`` at all, not a send either: the attempt's own backoff
+    (``rules.resend_delay`` of its sends) does not grow through a carrier outage, during
+    which the fleet's hold paces the tries (dialer.worker.dialing).
     """
     return (
         db.rowcount(
@@ -347,6 +352,7 @@ def record_not_sent(session: Session, attempt_id: int, not_before: datetime, err
                     lease_until=None,
                     queued_at=not_before,
                     error=error,
+                    **({} if reached else {"sends": Attempt.sends - 1}),
                 )
                 .execution_options(synchronize_session=False)
             )

@@ -128,6 +128,7 @@ def _status(
     contact_rows: Rows,
     response_rows: Rows,
     caller_rows: Rows,
+    resend_rows: Rows,
     *,
     campaign_id: int,
     run: int | None,
@@ -218,10 +219,18 @@ def _status(
             "next_opening": _iso(wait.next_opening),
             "never_opens": wait.never,
         },
+        "resend": _resend(resend_rows),
         "run": campaign.run,
         "next_run": _iso(campaign.next_run_at),
         "runs": runs,
     }
+
+
+def _resend(rows: Rows) -> dict[str, Any]:
+    """Calls waiting to be sent again because nothing was created, and why (the newest
+    reason): the carrier out of reach, a 5xx, a rate limit (dialer.worker.dialing)."""
+    waiting, reason = next(iter(rows), (0, None))
+    return {"waiting": int(waiting or 0), "reason": reason if waiting else None}
 
 
 def _script(campaign: Campaign) -> dict[str, Any]:

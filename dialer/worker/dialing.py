@@ -11,6 +11,7 @@ into ``unknown`` and is reconciled with the carrier, never sent again blindly.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from datetime import datetime, timedelta
@@ -32,8 +33,16 @@ from dialer.worker import clients
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 1.0  # a dial waits this long for its slot in a thread; longer, it comes back
+RECORD_PATIENCE = 30.0  # seconds a batch keeps trying to record the calls it made
 LATE_SLOT = 0.02  # seconds past its slot a send may still go
 RECORD_EVERY = 0.5  # seconds: a batch records the calls it created at least this often
+# The carrier out of reach (refused, DNS, no connection in time: nothing was sent): the
+# whole fleet holds its sends (the pace's hold, as for a 429), for longer while it stays
+# out of reach, and the attempts wait for the hold, not each for its own backoff. Every
+# few seconds a send tries again, so dialing resumes within UNREACHABLE_HOLD[-1] seconds
+# of the carrier's return. None of it is an attempt on anyone (record_not_sent).
+UNREACHABLE_HOLD = (0.5, 1.0, 2.0, 5.0)
+_unreachable = 0  # this process's failures to reach the carrier since its last success
 
 
 def batch_size(rate: float) -> int:
@@ -105,21 +114,25 @@ def _give_back(attempt_ids: list[int], wait: float) -> None:
 
 
 def _record_created(created: list[tuple[sending.SendOrder, str]]) -> None:
-    """One transaction for a batch's calls; a deadlock or a dropped connection is retried
-    here, not by re-running the task (whose calls are already made)."""
+    """One transaction for a batch's calls; a deadlock, a dropped connection or a
+    database restart is retried here for RECORD_PATIENCE seconds, not by re-running the
+    task (whose calls are already made): each call recorded now is one the sweep need
+    not reconcile with the carrier later, a read on the account's small budget."""
     if not created:
         return
-    for tries in range(5):
+    deadline = time.monotonic() + RECORD_PATIENCE
+    for tries in itertools.count():
         try:
             with db.session_scope() as session:
                 sending.record_created_many(session, created, clock.now())
             return
         except DBAPIError as exc:
-            if tries == 4:
+            if time.monotonic() > deadline:
                 # The leases expire into ``unknown``; reconciliation finds these calls.
                 log.error("could not record %d created calls: %s", len(created), exc)
                 return
-            time.sleep(0.05 * 2**tries)
+            log.warning("recording %d created calls failed (%s): again", len(created), exc)
+            time.sleep(min(0.05 * 2**tries, 2.0))
 
 
 # Pool numbers this process saw refused (campaign id, number): skipped by later calls
@@ -221,6 +234,8 @@ def send(order: sending.SendOrder, *, record: bool = True) -> str | None:
     except CarrierError as exc:
         _record_error(order, exc)
         return None
+    global _unreachable
+    _unreachable = 0
     metrics.call_created()
     if record:
         with db.session_scope() as session:
@@ -244,6 +259,7 @@ def _callback_urls(s: settings.Settings) -> tuple[str, str]:
 
 def _record_error(order: sending.SendOrder, exc: CarrierError) -> None:
     """The carrier-error policy: what each Action does to the attempt (and the fleet)."""
+    global _unreachable
     now = clock.now()
     metrics.carrier_error(exc)
     log.warning(
@@ -256,11 +272,20 @@ def _record_error(order: sending.SendOrder, exc: CarrierError) -> None:
                 clients.pacer().hold(until)  # the whole fleet backs off, not just this worker
                 metrics.rate_limit_wait("pushback", until - time.time())
                 delay = max(0.05, until - time.time())
+            elif exc.unreachable:
+                _unreachable += 1
+                hold = UNREACHABLE_HOLD[min(_unreachable, len(UNREACHABLE_HOLD)) - 1]
+                clients.pacer().hold(time.time() + hold)
+                delay = hold
             else:
                 sends = session.scalar(select(Attempt.sends).where(Attempt.id == order.attempt_id))
                 delay = rules.resend_delay(sends or 1)
             if sending.record_not_sent(
-                session, order.attempt_id, now + timedelta(seconds=delay), str(exc)
+                session,
+                order.attempt_id,
+                now + timedelta(seconds=delay),
+                str(exc),
+                reached=not exc.unreachable,
             ):
                 db.after_commit(session, lambda: clients.publish_dial(order.attempt_id, delay))
         elif exc.action is Action.PERMANENT:

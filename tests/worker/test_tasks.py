@@ -82,6 +82,46 @@ def test_rate_limit_holds_the_whole_fleet(sim: Simulator, test_settings) -> None
     assert hold is not None, "a 429 must hold every worker, shared in Redis"
 
 
+def test_an_unreachable_carrier_holds_the_fleet_burns_no_attempt_and_says_why(
+    sim: Simulator, test_settings
+) -> None:
+    """Nothing listens at the carrier's address: every create is refused before it is
+    sent. The attempt waits, uncounted, for a fleet-wide hold (growing while the carrier
+    stays away), status says why, and the first send after the return goes through."""
+    from dialer.dev.cutoff import Cutoff
+    from dialer.worker import dialing
+
+    relay = Cutoff(("127.0.0.1", int(sim.url.rsplit(":", 1)[1]))).start()
+    settings.override(dataclasses.replace(settings.get(), catapult_api_url=relay.url))
+    clients.reset_clients()
+    relay.cut()
+    dialing._unreachable = 0
+    cid = campaign_with(["+19192000007", "+19192000008"])
+    ids = release_and_dial(cid)
+    r = redis.Redis.from_url(test_settings.redis_url)
+    hold = float(r.get(pacing.HOLD_KEY) or 0)
+    assert hold > time.time(), "the whole fleet holds while the carrier is out of reach"
+    assert dialing._unreachable == 2
+    for aid in ids:
+        a = attempt(aid)
+        assert a.status == AttemptStatus.QUEUED and a.sends == 0, "nothing was sent"
+        assert "could not connect" in a.error and "nothing was sent" in a.error
+        assert contact_of(aid).attempts == 0, "a create never sent is no attempt"
+    st = api.status(cid)
+    assert st["resend"]["waiting"] == 2
+    assert "could not connect" in st["resend"]["reason"]
+    relay.restore()
+    r.delete(pacing.HOLD_KEY)
+    later = clock.now() + timedelta(seconds=10)
+    clock.set_source(lambda: later)
+    for aid in ids:
+        tasks.dial.run(aid)
+    assert {attempt(aid).status for aid in ids} == {AttemptStatus.CREATED}
+    assert dialing._unreachable == 0 and len(sim.calls()) == 2
+    assert api.status(cid)["resend"] == {"waiting": 0, "reason": None}
+    relay.close()
+
+
 def test_refused_destination_fails_contact(sim: Simulator) -> None:
     sim.configure(refused_prefixes=("+1919200009",))
     cid = campaign_with(["+19192000091", "+19192000004"])
