@@ -34,6 +34,7 @@ from dialer.callbacks.eventstream import HandoverFailed
 from dialer.callbacks.gate import (
     ACCEPTED,
     MAX_BODY,
+    NO_SCRIPT,
     READ_BODY,
     READ_QUERY,
     SCRAPE,
@@ -55,6 +56,8 @@ KEEPALIVE = 5  # seconds an idle connection is kept
 MAX_REQUEST_LINE = 4094  # bytes
 MAX_HEADER_FIELDS = 50
 MAX_HEADER_FIELD = 8190  # bytes of one header line
+# Seconds a scripted call's answer may wait for the database before it is a 503.
+SCRIPT_PATIENCE = 3.0
 
 
 def _received_at() -> str:
@@ -245,7 +248,21 @@ class AsgiReceiver:
             return self._gate.handed(event_type, exc), event_type
         if payload.get("eventType") not in ("answer", "gather"):
             return ACCEPTED, event_type
-        return await asyncio.to_thread(self._gate.scripted, payload), event_type
+        try:
+            answer = await asyncio.wait_for(
+                asyncio.to_thread(self._gate.scripted, payload), SCRIPT_PATIENCE
+            )
+        except TimeoutError:
+            # The database is slow or away (a restart; a pooler holding the query until
+            # its server returns): 503 now, so the carrier asks again, rather than a
+            # callback left hanging. The read finishes, or fails, in its thread.
+            log.error(
+                "no script for a %s callback within %g s: answering 503",
+                event_type,
+                SCRIPT_PATIENCE,
+            )
+            answer = NO_SCRIPT
+        return answer, event_type
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
