@@ -19,10 +19,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from http import cookies
+from typing import Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -236,13 +239,38 @@ def create_app(
             continue
         if not getattr(route.endpoint, "csrf_protected", False):
             raise AssertionError(f"{route.path}: a state-changing route without a CSRF check")
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={HTTPException: console.http_error},  # type: ignore[dict-item]
-    )
+
+    async def database_away(request: Request, exc: Exception) -> Response:
+        # A restart or a failover: the page says so and the browser may ask again; the
+        # next request opens a new connection (pools drop the broken ones).
+        log.warning("console: the database is out of reach (%s)", type(exc).__name__)
+        response = await console.http_error(
+            request,
+            HTTPException(503, "The database cannot be reached right now. Try again shortly."),
+        )
+        response.headers["Retry-After"] = "5"
+        return response
+
+    handlers: dict[Any, Any] = {HTTPException: console.http_error}
+    handlers.update(dict.fromkeys(_database_errors(), database_away))
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.console = console
     return Gate(app, authenticator, max_body=console.max_upload)
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """What a database out of reach raises: through SQLAlchemy (the pages' queries), or
+    from the status readers' own connections (dialer.store.campaign_status)."""
+    import psycopg
+    import sqlalchemy.exc
+
+    return (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        sqlalchemy.exc.TimeoutError,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+    )
 
 
 def serve(host: str, port: int) -> None:
