@@ -156,17 +156,20 @@ def sniff_separator(f: TextIO, source: object) -> str:
 class _Lines:
     """The file's physical lines for csv.reader, at most ``MAX_ROW`` characters a record.
 
-    ``used`` counts the characters of the record being read; the reader of records sets
-    it back to 0 after each one. A record that would pass ``MAX_ROW`` raises RowTooLong
-    after skipping the rest of its physical line, so no line is held whole: csv.reader
-    passes the exception on and starts afresh at the next line when asked again.
+    ``used`` counts the characters of the record being read and ``quotes`` its double
+    quotes; the reader of records sets both back to 0 after each record. A record that
+    would pass ``MAX_ROW`` raises RowTooLong after skipping the rest of its physical
+    line, so no line is held whole: csv.reader passes the exception on and starts afresh
+    at the next line when asked again. ``skip_rest`` first skips the lines a record that
+    failed inside a quoted field still spans.
     """
 
-    __slots__ = ("_readline", "used")
+    __slots__ = ("_readline", "used", "quotes")
 
     def __init__(self, f: TextIO) -> None:
         self._readline = f.readline
         self.used = 0
+        self.quotes = 0
 
     def __iter__(self) -> _Lines:
         return self
@@ -176,12 +179,27 @@ class _Lines:
         if not line:
             raise StopIteration
         self.used += len(line)
+        self.quotes += line.count('"')
         if self.used > MAX_ROW:
             rest = line
             while rest and rest[-1] not in "\r\n":
                 rest = self._readline(1 << 16)
+                self.quotes += rest.count('"')
             raise RowTooLong(f"a row over {MAX_ROW:,} characters (not stored)")
         return line
+
+    def skip_rest(self) -> None:
+        """After a record failed part-way: skip to its end, the line where its quotes
+        balance (an odd count means a quoted field is still open), so the lines left of
+        a long quoted field are not read as records of their own. A quote that never
+        closes takes the rest of the file, as it would without the error."""
+        quotes = self.quotes
+        while quotes % 2:
+            line = self._readline(1 << 16)
+            if not line:
+                break
+            quotes += line.count('"')
+        self.used = self.quotes = 0
 
 
 class CsvFile:
@@ -208,7 +226,7 @@ class CsvFile:
             header = next(self._reader, None)
         except csv.Error as exc:
             raise ContactFileError(f"{path}: the header is not valid CSV ({exc})") from None
-        self._lines.used = 0
+        self._lines.used = self._lines.quotes = 0
         if header is None:
             raise ContactFileError(f"{path} is empty")
         if any("\0" in name for name in header):
@@ -231,7 +249,7 @@ class CsvFile:
         that cannot be read raises csv.Error (for files refused whole on a bad row)."""
         lines = self._lines
         for fields in self._reader:
-            lines.used = 0
+            lines.used = lines.quotes = 0
             yield fields
 
     def records(self) -> Iterator[list[str] | str]:
@@ -241,11 +259,11 @@ class CsvFile:
         while True:
             try:
                 for fields in reader:
-                    lines.used = 0
+                    lines.used = lines.quotes = 0
                     yield fields
                 return
             except csv.Error as exc:
-                lines.used = 0
+                lines.skip_rest()
                 yield _unreadable(exc)
 
     def close(self) -> None:
