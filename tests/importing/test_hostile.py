@@ -282,3 +282,17 @@ def test_a_nul_in_a_sip_uri_is_never_an_address(clean_db: None, tmp_path: Path) 
     # The do-not-call path takes addresses as they normalise: a NUL must not reach COPY.
     report = create(write(tmp_path, b"phone\nsip:a\x00b@example.com\nsip:ab@example.com\n"))
     assert [r[3] for r in stored(report["id"])] == ["invalid", "pending"]
+
+
+# --- do-not-call files ---------------------------------------------------------------------
+
+
+def test_a_dnc_file_with_an_unreadable_row_is_refused_whole(
+    clean_db: None, tmp_path: Path
+) -> None:
+    # Half a do-not-call list would call someone who opted out: the file is refused.
+    path = write(tmp_path, b"phone\n9195551212\n" + b"x" * 200_000 + b"\n9195551213\n")
+    with pytest.raises(api.ApiError, match=r"row 2 is not valid CSV \(field larger"):
+        api.add_dnc(path)
+    semicolons = write(tmp_path, "\ufeffname;phone\r\nAnn;9195551212\r\n".encode(), "dnc.csv")
+    assert api.add_dnc(semicolons)["added"] == 1
