@@ -284,6 +284,36 @@ def test_a_nul_in_a_row_makes_it_invalid_and_the_copy_goes_on(
     assert (report.rows, report.imported, report.invalid) == (3, 1, 2)
 
 
+def test_unreadable_rows_are_stored_alike_both_ways(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rows files.CsvFile.records gives as a reason, and rows with a NUL, take the
+    # general path on COPY; the write_row path (SQLite's) must store the same contacts.
+    path = tmp_path / "hostile.csv"
+    path.write_bytes(
+        b"phone;name\r\n9195551212;ok\r\n9195551213;a\x00b\r\n9195551214;"
+        + b"x" * 140_000
+        + b'\r\n9195551215;"'
+        + b"q\n" * 70_000
+        + b'"\r\n9195551216;'
+        + b";" * 1_500
+        + b"\r9195551217;last\r"
+    )
+    (new_report, _, new_rows), (old_report, _, old_rows) = import_both_ways(
+        session, path, monkeypatch
+    )
+    assert new_rows == old_rows and new_report == old_report
+    assert [r[3] for r in new_rows] == [
+        "pending",
+        "invalid",
+        "invalid",
+        "invalid",
+        "invalid",
+        "pending",
+    ]
+    assert new_report.rows == 6
+
+
 @pytest.mark.parametrize(
     "header",
     [["phone", "name", "note"], ["name", "note", "phone"], ["phone"]],

@@ -287,9 +287,7 @@ def test_a_nul_in_a_sip_uri_is_never_an_address(clean_db: None, tmp_path: Path) 
 # --- do-not-call files ---------------------------------------------------------------------
 
 
-def test_a_dnc_file_with_an_unreadable_row_is_refused_whole(
-    clean_db: None, tmp_path: Path
-) -> None:
+def test_a_dnc_file_with_an_unreadable_row_is_refused_whole(clean_db: None, tmp_path: Path) -> None:
     # Half a do-not-call list would call someone who opted out: the file is refused.
     path = write(tmp_path, b"phone\n9195551212\n" + b"x" * 200_000 + b"\n9195551213\n")
     with pytest.raises(api.ApiError, match=r"row 2 is not valid CSV \(field larger"):
