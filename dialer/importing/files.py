@@ -3,9 +3,11 @@
 A whole file is refused with a :class:`ContactFileError` saying why, before any row is
 inserted, when it is missing, empty, not UTF-8, UTF-16, has no header, a header with a NUL
 byte, a repeated column, more than ``MAX_COLUMNS`` columns or a header line over
-``MAX_ROW`` characters. Anything wrong with one data row is that row's problem only:
-the import makes it an ``invalid`` contact with the reason (contacts.py), and the rest
-of the file is imported. docs/interface.md ("What a contacts file may hold") has the
+``MAX_ROW`` characters. Anything wrong with one data row of a contacts file is that
+row's problem only: the import makes it an ``invalid`` contact with the reason
+(contacts.py), and the rest of the file is imported. (A do-not-call or caller-id file
+with a row that cannot be read is refused: half a do-not-call list would call someone
+who opted out.) docs/interface.md ("What a contacts file may hold") has the
 table of hostile inputs and what each one gets.
 
 Why these rules:
@@ -25,9 +27,9 @@ Why these rules:
 - **Line ends.** LF, CRLF and a lone CR (old Mac) alike: the file is read with
   ``newline=""`` and the csv module splits on each (Python docs, csv, footnote 1).
 - **Bounds.** A field over ``MAX_FIELD`` characters (csv.field_size_limit) or a record over
-  ``MAX_ROW`` characters (one physical line or several quoted ones) is cut off and becomes
-  an invalid row, "a field over N characters" / "a row over N characters": memory stays
-  bounded by those, whatever the file holds. ``MAX_COLUMNS`` bounds the header, found
+  ``MAX_ROW`` characters (one physical line or several quoted ones) is not read further:
+  the row is invalid, "a field over N characters" / "a row over N characters", and
+  reading goes on after it. Memory stays bounded by those, whatever the file holds. ``MAX_COLUMNS`` bounds the header, found
   by reading at most ``MAX_COLUMNS`` separators of it: a header of a million columns is
   refused after reading its first few kilobytes.
 """
