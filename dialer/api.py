@@ -527,15 +527,20 @@ def list_campaigns() -> list[dict[str, Any]]:
         ]
 
 
-def export(campaign_id: int, out: str | Path | IO[str], run: int | None = None) -> int:
+def export(
+    campaign_id: int, out: str | Path | IO[str], run: int | None = None, *, raw: bool = False
+) -> int:
     """Write one CSV row per contact, in file order; return the number of rows.
 
     The current run by default; ``run`` picks a finished run of a recurring campaign.
     Columns: ``EXPORT_COLUMNS``, then the file's context columns (dialer.store.export).
+    Formula-safe: a value from the file, the call or the carrier that starts with
+    ``= + - @``, a tab or a CR has a ``'`` put before it, so a spreadsheet shows it
+    rather than runs it (CWE-1236); ``raw=True`` writes every value as stored.
     """
     if isinstance(out, str | Path):
         with open(out, "w", newline="", encoding="utf-8") as f:
-            return export(campaign_id, f, run)
+            return export(campaign_id, f, run, raw=raw)
     with db.session_scope() as session:
         campaign = _campaign(session, campaign_id)
         past_run = None
@@ -547,7 +552,7 @@ def export(campaign_id: int, out: str | Path | IO[str], run: int | None = None) 
             )
             if past_run is None:
                 raise ApiError(f"campaign {campaign_id} has no run {run}")
-        return export_columns.write(session, campaign, out, past_run)
+        return export_columns.write(session, campaign, out, past_run, raw=raw)
 
 
 def add_dnc(

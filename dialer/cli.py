@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("id", type=int)
     ex.add_argument("-o", "--output", metavar="FILE.csv", help="default: standard output")
     ex.add_argument("--run", type=int, help="a finished run of a recurring campaign")
+    ex.add_argument(
+        "--raw",
+        action="store_true",
+        help="values exactly as stored: no ' before a value starting with = + - @ "
+        "(the default guards a spreadsheet against formulas; docs/interface.md)",
+    )
     ls = csub.add_parser("list", help="every campaign")
     ls.add_argument("--json", action="store_true")
 
@@ -252,10 +258,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if cmd == "export":
         if args.output:
-            n = api.export(args.id, args.output, run=args.run)
+            n = api.export(args.id, args.output, run=args.run, raw=args.raw)
             print(f"wrote {n} contacts to {args.output}", file=sys.stderr)
         else:
-            api.export(args.id, sys.stdout, run=args.run)
+            api.export(args.id, sys.stdout, run=args.run, raw=args.raw)
         return 0
     if cmd == "list":
         rows = api.list_campaigns()

@@ -331,3 +331,44 @@ def test_bad_pool_numbers_and_options_are_named(
     assert out.returncode == 1 and "--sip-header: at most 5 headers" in out.stderr
     out = create("--from", "+19195550101", "--record-format", "ogg")
     assert out.returncode == 1 and "--record-format: must be wav or mp3" in out.stderr
+
+
+def test_hostile_files_and_the_formula_safe_export(
+    clean_db: None, tmp_path: Path, test_settings: settings.Settings
+) -> None:
+    """Issue 17 through the CLI: a semicolon file from Excel (BOM, CRLF) imports, a
+    Latin-1 file and a header of a million columns are refused naming why, and the
+    export quotes a formula unless --raw."""
+    env = {"DIALER_DATABASE_URL": test_settings.database_url}
+    create = ("campaign", "create", "--name", "x", "--from", "+19195550000", "--contacts")
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(
+        "phone;name;note\r\n(919) 200-0001;Zoë;=1+1\r\nnope;Bob;@SUM(A1)\r\n".encode("utf-8-sig")
+    )
+    out = dialer(*create, str(excel), "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert (report["rows"], report["imported"], report["invalid"]) == (2, 1, 1)
+    cid = str(report["id"])
+
+    safe = list(csv.DictReader(io.StringIO(dialer("campaign", "export", cid, env=env).stdout)))
+    assert [(r["e164"], r["name"], r["note"]) for r in safe] == [
+        ("+19192000001", "Zoë", "'=1+1"),
+        ("", "Bob", "'@SUM(A1)"),
+    ]
+    target = tmp_path / "raw.csv"
+    assert dialer("campaign", "export", cid, "--raw", "-o", str(target), env=env).returncode == 0
+    raw = list(csv.DictReader(target.open(newline="", encoding="utf-8")))
+    assert [r["note"] for r in raw] == ["=1+1", "@SUM(A1)"]
+
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("phone,name\n9192000002,José\n".encode("latin-1"))
+    refused = dialer(*create, str(latin1), env=env)
+    assert refused.returncode == 1
+    assert "not UTF-8 (byte 0xe9 on line 2)" in refused.stderr and "UTF-8 CSV" in refused.stderr
+    wide = tmp_path / "wide.csv"
+    wide.write_text("phone," + ",".join(f"c{i}" for i in range(1_000_000)) + "\n", "utf-8")
+    too_wide = dialer(*create, str(wide), env=env)
+    assert too_wide.returncode == 1 and "more than 1,000 columns" in too_wide.stderr
+    listed = json.loads(dialer("campaign", "list", "--json", env=env).stdout)
+    assert [c["id"] for c in listed] == [report["id"]], "a refused file created a campaign"

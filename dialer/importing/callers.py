@@ -4,6 +4,7 @@ E.164 at create (docs/interface.md, "Caller ids"). Errors name the bad number or
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,13 +72,23 @@ def _read_file(path: Path, region: str) -> list[CallerIdEntry]:
         at = header.index(column)
         label_at = next((i for i, name in enumerate(header) if name.lower() == "label"), None)
         out = []
-        for line, row in enumerate(reader, 2):
-            if not any(cell.strip() for cell in row):
-                continue
-            text = row[at].strip() if at < len(row) else ""
-            where = f"--from-file {path}, line {line}: {text!r}"
-            if not text:
-                raise ApiError(f"--from-file {path}, line {line}: no number in column {column!r}")
-            label = row[label_at].strip() if label_at is not None and label_at < len(row) else ""
-            out.append(CallerIdEntry(_number(text, region, where), label or None))
+        line = 1
+        try:
+            for line, row in enumerate(reader, 2):
+                if not any(cell.strip() for cell in row):
+                    continue
+                text = row[at].strip() if at < len(row) else ""
+                where = f"--from-file {path}, line {line}: {text!r}"
+                if not text:
+                    raise ApiError(
+                        f"--from-file {path}, line {line}: no number in column {column!r}"
+                    )
+                label = (
+                    row[label_at].strip() if label_at is not None and label_at < len(row) else ""
+                )
+                out.append(CallerIdEntry(_number(text, region, where), label or None))
+        except csv.Error as exc:  # a field or row over files.py's bounds
+            raise ApiError(
+                f"--from-file {path}: after line {line}, not valid CSV ({exc})"
+            ) from None
     return out

@@ -12,13 +12,15 @@ takes a fused path, one regex and one ``%`` template; every other row takes the 
 path (``_Rows.classify``), which is also the whole of the SQLite import. Both give a row
 the same contact (tests/importing/test_copy.py stores a mixed file both ways).
 
-Nothing here commits: the caller owns the transaction, so a file that turns out bad halfway
-through (a CSV error) leaves nothing behind once the caller rolls back.
+A file is refused whole (files.ContactFileError) before any row is written; after that,
+a row that cannot be read (a field or record over files' bounds, a NUL byte) is an
+``invalid`` contact with the reason, and the rest of the file goes on. Nothing here
+commits: the caller owns the transaction, so an import that fails halfway (the database)
+leaves nothing behind once the caller rolls back.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,11 +35,11 @@ from sqlalchemy.orm import Session
 from dialer import clock
 from dialer.importing import copytext
 from dialer.importing.files import (
-    ContactFileError,
+    MAX_COLUMNS,
+    CsvFile,
     check_file,
     check_header,
     find_phone_column,
-    open_csv,
 )
 from dialer.importing.numbers import common_nanp, normalize
 from dialer.importing.seen import SeenAddresses
@@ -74,7 +76,7 @@ def expected_rows(path: Path, sample: int = 1 << 16) -> int:
     """About how many rows ``path`` has, from its size and its first lines' length."""
     with path.open("rb") as f:
         head = f.read(sample)
-    lines = head.count(b"\n")
+    lines = max(head.count(b"\n"), head.count(b"\r"))  # LF, CRLF or a lone CR
     if not lines:
         return 1
     return int(path.stat().st_size / (len(head) / lines)) + 1
@@ -97,12 +99,16 @@ def import_contacts(
     """
     path = Path(path)
     check_file(path)
-    f, reader, header = open_csv(path)
-    with f:
+    with CsvFile(path) as opened:
+        header = opened.header
         check_header(header, path)
         region = campaign.region or "US"
         phone_column = find_phone_column(
-            header, campaign.phone_column or "phone", source=str(path), region=region
+            header,
+            campaign.phone_column or "phone",
+            source=str(path),
+            region=region,
+            separator=opened.separator,
         )
         campaign.phone_column = phone_column
         campaign.columns = [c for c in header if c != phone_column]
@@ -114,10 +120,10 @@ def import_contacts(
         rows = _Rows(header, phone_column, region, report, seen, row_check)
         due = clock.now()
         if queries.takes_copy_text:
-            chunks = _copy_chunks(reader, rows, path, campaign.id, due, progress)
+            chunks = _copy_chunks(opened.records(), rows, campaign.id, due, progress)
             queries.copy_text(session, _CONTACT, _COLUMNS, chunks)
         else:
-            items = _contact_rows(reader, rows, path)
+            items = _contact_rows(opened.records(), rows)
             if progress is not None:
                 items = _reporting(items, progress)
             queries.bulk_insert(
@@ -165,15 +171,26 @@ class _Rows:
         self.seen = seen
         self.row_check = row_check
 
-    def classify(self, fields: list[str], row: int) -> _Row:
+    def classify(self, fields: list[str] | str, row: int) -> _Row:
         """(row, phone, e164, status, reason, context, zones) of data row ``row``.
         ``zones`` is the recipient's time zones (rules.zones_for) for good rows.
 
         Good numbers come out ``pending``; suppression is applied afterwards, set-based,
-        and so are the duplicates' reasons (``_name_first_rows``).
+        and so are the duplicates' reasons (``_name_first_rows``). ``fields`` is a str
+        for a record that could not be read (files.CsvFile.records): why, the reason of
+        an invalid contact with nothing else kept. A row with a NUL byte is invalid with
+        its NULs kept as U+FFFD (PostgreSQL text cannot hold a NUL); a row with more
+        fields than the header keeps the extra ones under their position, up to
+        ``MAX_COLUMNS`` fields in all.
         """
         width, phone_at, report = self.width, self.phone_at, self.report
-        if len(fields) == width:
+        if isinstance(fields, str):
+            report.invalid += 1
+            return row, "", None, ContactStatus.INVALID, fields, {}, None
+        nul = any("\0" in f for f in fields)
+        if nul:
+            fields = [f.replace("\0", "\ufffd") for f in fields]
+        if len(fields) == width and not nul:
             phone = fields[phone_at]
             context = {c: fields[i] for i, c in self.context_columns}
             address, reason = normalize(phone, self.region)
@@ -185,10 +202,15 @@ class _Rows:
             phone = fields[phone_at] if phone_at < len(fields) else ""
             context = {c: fields[i] for i, c in self.context_columns if i < len(fields)}
             # Extra fields have no column name; keep them under their position.
-            for i in range(width, len(fields)):
+            for i in range(width, min(len(fields), MAX_COLUMNS)):
                 context[f"#{i + 1}"] = fields[i]
             address = None
-            reason = f"row has {len(fields)} fields, the header has {width}"
+            if nul:
+                reason = "the row has a NUL byte (kept as U+FFFD)"
+            else:
+                reason = f"row has {len(fields):,} fields, the header has {width}"
+                if len(fields) > MAX_COLUMNS:
+                    reason += f" (fields after the {MAX_COLUMNS:,}th are not kept)"
         if address is None:
             report.invalid += 1
             return row, phone, None, ContactStatus.INVALID, reason, context, None
@@ -201,26 +223,23 @@ class _Rows:
         return row, phone, address, ContactStatus.PENDING, None, context, zones
 
 
-def _contact_rows(reader: Iterator[list[str]], rows: _Rows, path: Path) -> Iterator[_Row]:
+def _contact_rows(records: Iterator[list[str] | str], rows: _Rows) -> Iterator[_Row]:
     """Every data row's contact, by the general path (SQLite)."""
     row = 0
     classify = rows.classify
     try:
-        for fields in reader:
+        for fields in records:
             if not fields:
                 continue  # a blank line is not a row (csv gives [] for it)
             row += 1
             yield classify(fields, row)
-    except csv.Error as exc:
-        raise ContactFileError(f"{path}: row {row + 1} is not valid CSV ({exc})") from None
     finally:
         rows.report.rows = row
 
 
 def _copy_chunks(
-    reader: Iterator[list[str]],
+    records: Iterator[list[str] | str],
     rows: _Rows,
-    path: Path,
     campaign_id: int,
     due: datetime,
     progress: Callable[[int], None] | None,
@@ -255,12 +274,12 @@ def _copy_chunks(
     append = lines.append
     row = imported = duplicates = 0
     try:
-        for fields in reader:
+        for fields in records:
             if not fields:
                 continue  # a blank line is not a row (csv gives [] for it)
             row += 1
             digits = refused = None
-            if len(fields) == width:
+            if len(fields) == width and isinstance(fields, list):  # not a reason (a str)
                 phone = fields[phone_at]
                 digits = common_nanp(phone, region)
                 if digits is not None and needs_escaping("".join(fields)) is not None:
@@ -276,6 +295,7 @@ def _copy_chunks(
                 report.invalid += 1
                 append(line(_values(campaign_id, item, due, dumps)))
             else:
+                fields = cast(list[str], fields)  # digits: a row of fields, not a reason
                 del fields[phone_at]
                 if add_number(nanp + int(digits)):
                     imported += 1
@@ -296,8 +316,6 @@ def _copy_chunks(
                     progress(row)
         if lines:
             yield "".join(lines)
-    except csv.Error as exc:
-        raise ContactFileError(f"{path}: row {row + 1} is not valid CSV ({exc})") from None
     finally:
         report.rows = row
         report.imported += imported

@@ -4,7 +4,8 @@ The text format (PostgreSQL's "COPY", "Text Format"): one line a row, fields sep
 a tab, ``\\N`` for NULL, and a backslash, newline, carriage return or tab inside a value
 written as ``\\\\``, ``\\n``, ``\\r``, ``\\t``. Any other character goes as it is, non-ASCII
 included. A NUL cannot be stored in a PostgreSQL text value at all: ``field`` refuses it
-(files.check_file refuses a file with one before anything is read).
+(the import makes a row with one invalid, its NULs replaced by U+FFFD, before it gets
+here: contacts._Rows.classify).
 
 Most rows of a contacts file have nothing to escape, in JSON or in COPY: for those the
 context is filled into a template made once from the header (``json_object_template``),

@@ -18,9 +18,10 @@ from phonenumbers.phonemetadata import PhoneMetadata
 MAX_ADDRESS = 255  # contact.e164 / suppression.e164 are String(255)
 
 # sip:user@host[:port] (and sips:). The user part excludes ':' so a password form
-# (user:secret@host) is refused rather than dialed with a secret in it.
+# (user:secret@host) is refused rather than dialed with a secret in it, and control
+# characters (a NUL cannot be stored in PostgreSQL text, nor sent in a SIP header).
 _SIP = re.compile(
-    r"(sips?):([^\s@:]+)@([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+    r"(sips?):([^\s@:\x00-\x1f\x7f]+)@([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
     r"(?::(\d{1,5}))?",
     re.IGNORECASE,
 )

@@ -47,6 +47,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from dialer import api
+from dialer.store.export import safe_cell, safe_phone
 from dialer.web import auth, charts, forms, queries
 from dialer.web import render as rendering
 from dialer.web.activity import Activity
@@ -391,7 +392,11 @@ class Console:
             with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
                 writer.writerow(["row", "phone", "status", "reason"])
-                writer.writerows(queries.iter_not_dialed(cid))
+                # Formula-safe as the export is (dialer.store.export): the phone as typed.
+                writer.writerows(
+                    (row, safe_phone(phone), status, safe_cell(reason or ""))
+                    for row, phone, status, reason in queries.iter_not_dialed(cid)
+                )
         except BaseException:
             os.unlink(name)
             raise

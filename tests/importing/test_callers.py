@@ -58,3 +58,17 @@ def test_a_file_without_a_phone_column_says_so(tmp_path: Path) -> None:
 def test_no_number_at_all_is_an_error() -> None:
     with pytest.raises(ApiError, match="--from or --from-file"):
         parse_pool(None)
+
+
+def test_a_file_with_an_unreadable_row_is_refused_naming_it(tmp_path: Path) -> None:
+    # Before, a field over csv's limit escaped as a csv.Error (not an ApiError).
+    f = tmp_path / "ids.csv"
+    f.write_text("phone,label\n+19195551212,a\n+12125550103," + "x" * 200_000 + "\n")
+    with pytest.raises(ApiError, match=r"after line 2, not valid CSV \(field larger"):
+        parse_pool(None, f)
+
+
+def test_a_semicolon_file_with_a_bom_and_crlf(tmp_path: Path) -> None:
+    f = tmp_path / "ids.csv"
+    f.write_bytes("phone;label\r\n919-555-1212;Zoë's line\r\n".encode("utf-8-sig"))
+    assert parse_pool(None, f) == [CallerIdEntry("+19195551212", "Zoë's line")]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dialer import clock
@@ -261,14 +261,57 @@ def test_copy_text_without_a_row_check_and_with_progress(
     assert calls[0] == calls[1] == [10_000, 20_000, 30_000, 40_000, 50_000, 50_024]
 
 
-def test_a_nul_in_the_file_is_refused_before_any_insert(session: Session, tmp_path: Path) -> None:
-    from dialer.importing.files import ContactFileError
-
+def test_a_nul_in_a_row_makes_it_invalid_and_the_copy_goes_on(
+    session: Session, tmp_path: Path
+) -> None:
+    # PostgreSQL text cannot hold a NUL: COPY would fail on it, so the row is invalid
+    # with its NULs kept as U+FFFD, and the rows around it are imported.
     path = tmp_path / "nul.csv"
-    path.write_bytes(b"phone,name\n9195551212,ok\n9195551213,a\x00b\n")
-    with pytest.raises(ContactFileError, match="NUL byte on line 3"):
-        import_contacts(session, make_campaign(session), path)
-    assert session.scalar(text("SELECT count(*) FROM contact")) == 0
+    path.write_bytes(b"phone,name\n9195551212,ok\n9195551213,a\x00b\n919555\x001214,c\n")
+    campaign = make_campaign(session)
+    report = import_contacts(session, campaign, path)
+    got = session.execute(
+        select(Contact.status, Contact.phone, Contact.reason, Contact.context)
+        .where(Contact.campaign_id == campaign.id)
+        .order_by(Contact.row)
+    ).all()
+    nul = "the row has a NUL byte (kept as U+FFFD)"
+    assert [tuple(r) for r in got] == [
+        ("pending", "9195551212", None, {"name": "ok"}),
+        ("invalid", "9195551213", nul, {"name": "a\ufffdb"}),
+        ("invalid", "919555\ufffd1214", nul, {"name": "c"}),
+    ]
+    assert (report.rows, report.imported, report.invalid) == (3, 1, 2)
+
+
+def test_unreadable_rows_are_stored_alike_both_ways(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rows files.CsvFile.records gives as a reason, and rows with a NUL, take the
+    # general path on COPY; the write_row path (SQLite's) must store the same contacts.
+    path = tmp_path / "hostile.csv"
+    path.write_bytes(
+        b"phone;name\r\n9195551212;ok\r\n9195551213;a\x00b\r\n9195551214;"
+        + b"x" * 140_000
+        + b'\r\n9195551215;"'
+        + b"q\n" * 70_000
+        + b'"\r\n9195551216;'
+        + b";" * 1_500
+        + b"\r9195551217;last\r"
+    )
+    (new_report, _, new_rows), (old_report, _, old_rows) = import_both_ways(
+        session, path, monkeypatch
+    )
+    assert new_rows == old_rows and new_report == old_report
+    assert [r[3] for r in new_rows] == [
+        "pending",
+        "invalid",
+        "invalid",
+        "invalid",
+        "invalid",
+        "pending",
+    ]
+    assert new_report.rows == 6
 
 
 @pytest.mark.parametrize(

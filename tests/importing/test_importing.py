@@ -380,7 +380,9 @@ def test_header_that_looks_like_data_gets_a_hint(session: Session, tmp_csv) -> N
         (b"\n9195551212\n", "no header row"),
         (b"phone,name\n9195551212,Jos\xe9\n", r"not UTF-8 \(byte 0xe9 on line 2\)"),
         ("phone\n9195551212\n".encode("utf-16"), "is UTF-16"),
-        (b"phone,name\n9195551212,a\x00b\n", "NUL byte on line 2"),
+        (b"phone,na\x00me\n9195551212,ab\n", "the header has a NUL byte"),
+        ("phone\n9195551212\n".encode("utf-16-le"), "the header has a NUL byte"),
+        (("phone;" * 2000 + "\n").encode(), "more than 1,000 columns"),
         (b"phone,phone\n9195551212,9195551213\n", "'phone' appears more than once"),
     ],
 )
@@ -401,13 +403,25 @@ def test_missing_file(session: Session, tmp_path: Path) -> None:
         import_contacts(session, make_campaign(session), tmp_path / "nope.csv")
 
 
-def test_csv_error_midway_is_a_contact_file_error(session: Session, tmp_path: Path) -> None:
-    # A field over the csv module's limit is only found while streaming; the caller's
-    # rollback removes the rows already written.
+def test_a_field_over_the_limit_is_one_invalid_row_and_the_rest_imports(
+    session: Session, tmp_path: Path
+) -> None:
+    # A field over the csv module's limit is only found while streaming: that row is
+    # invalid with the reason and the rows after it are imported.
     path = tmp_path / "huge.csv"
-    path.write_text("phone,note\n9195551212,ok\n9195551213," + "x" * 200_000 + "\n", "utf-8")
-    with pytest.raises(ContactFileError, match="row 2 is not valid CSV"):
-        import_contacts(session, make_campaign(session), path)
+    path.write_text(
+        "phone,note\n9195551212,ok\n9195551213," + "x" * 200_000 + "\n9195551214,after\n",
+        "utf-8",
+    )
+    campaign = make_campaign(session)
+    report = import_contacts(session, campaign, path)
+    got = [(c.row, c.status, c.reason, c.context) for c in contacts(session, campaign)]
+    assert got == [
+        (1, "pending", None, {"note": "ok"}),
+        (2, "invalid", "a field over 131,072 characters (the row is not stored)", {}),
+        (3, "pending", None, {"note": "after"}),
+    ]
+    assert_adds_up(report, campaign)
 
 
 # --- at size -------------------------------------------------------------------------------
