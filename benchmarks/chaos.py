@@ -1,17 +1,21 @@
-"""Chaos: a campaign through carrier faults, killed workers and a broker restart.
+"""Chaos: a campaign through everything production throws at a fleet.
 
     python benchmarks/chaos.py                 # 10,000 contacts
     python benchmarks/chaos.py --contacts 1000 # the size the test suite runs
 
 Real processes on loopback: the simulator injecting ambiguous timeouts, 500s, 503s,
-rate-limit 403s, 429s, duplicate and reordered callbacks; the receiver; two workers,
-one of them SIGKILLed twice mid-run; beat; and a private Redis (no persistence) that
-is killed and restarted once, losing every queued message. It prints contacts,
-creates, extra dials, missing dials, contacts not final, events refused: all zero but
-the first two when nothing is lost or repeated.
+rate-limit 403s, 429s, duplicate and reordered callbacks; the receiver; two workers and
+beat on a private PostgreSQL, one worker and beat through PgBouncer in transaction mode
+(``DIALER_DATABASE_POOLER=transaction``), the other worker directly; a private Redis
+with the append-only file, as docker-compose.yml runs it. Mid-campaign, in turn: a worker SIGKILLed; PostgreSQL
+stopped as a crash stops it (every connection cut) and kept down 10 s; Redis restarted
+from its append-only file; the carrier cut off for 30 s (connections refused, open ones
+reset); Redis crashed and restarted with its data gone (every queued message and event
+lost); the worker SIGKILLed again. It prints contacts, creates, extra dials, missing
+dials, contacts not final, events refused: all zero but the first two when nothing is
+lost or repeated, and the export must match the simulator's record of every call.
 
-Needs PostgreSQL (``--database-url``; the database is dropped and created) and the
-``redis-server`` binary.
+Needs the ``postgres`` (initdb, pg_ctl), ``pgbouncer`` and ``redis-server`` binaries.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -30,7 +35,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import OperationalError
 
+from dialer.dev.cutoff import Cutoff
+from dialer.dev.databases import PgBouncer, PostgresServer
 from dialer.dev.fleet import Fleet, RedisServer, free_port, fresh_database, wait_until
 from dialer.store.models import Attempt
 
@@ -51,6 +59,9 @@ class Report:
     unknown_calls: int
     seconds: float
     callbacks_undelivered: int
+    # Per fault, seconds from the service's return (the fault's end) to the next call
+    # the carrier created: how long the fleet took to resume.
+    resumed_after: dict[str, float]
 
 
 def expected_creates(outcomes: list[str]) -> int:
@@ -64,18 +75,24 @@ def expected_creates(outcomes: list[str]) -> int:
 def run_chaos(
     contacts: int,
     workdir: Path,
-    database_url: str,
     *,
     cps: float = 60.0,
-    redis_down: float = 30.0,
+    redis_down: float = 15.0,
+    postgres_down: float = 10.0,
+    carrier_down: float = 30.0,
     timeout: float = 900.0,
     log: callable = print,  # type: ignore[valid-type]
 ) -> Report:
-    db_url = fresh_database(database_url)
-    redis = RedisServer(free_port())
+    postgres = PostgresServer()
+    postgres.start()
+    bouncer = PgBouncer(postgres)
+    bouncer.start()
+    fresh_database(postgres.database("chaos"))
+    redis = RedisServer(free_port(), data_dir=workdir / "redis")
     redis.start()
     env = {
-        "DIALER_DATABASE_URL": db_url,
+        "DIALER_DATABASE_URL": bouncer.database("chaos"),
+        "DIALER_DATABASE_POOLER": "transaction",
         "DIALER_BROKER_URL": redis.url,
         "DIALER_REDIS_URL": redis.url,
         "CATAPULT_USER_ID": "u-sim",
@@ -103,12 +120,21 @@ def run_chaos(
                     f"r{i}",
                 ]
             )
-    engine = create_engine(db_url)
+    direct = {"DIALER_DATABASE_URL": postgres.database("chaos"), "DIALER_DATABASE_POOLER": "none"}
+    # The checks read the server directly, not through the pooler under test.
+    engine = create_engine(postgres.database("chaos"), pool_pre_ping=True)
     started = time.monotonic()
+    say = log
+
+    def log(message: str) -> None:  # type: ignore[no-redef]
+        say(f"[{time.monotonic() - started:5.0f} s] {message}")
+
     fleet = Fleet(workdir / "fleet", env)
+    carrier: Cutoff | None = None
+    returns: list[tuple[str, float]] = []
     try:
         fleet.cli("db", "upgrade")
-        fleet.start_simulator(
+        sim_url = fleet.start_simulator(
             "--outcomes",
             "answered=0.5,busy=0.2,no-answer=0.15,rejected=0.1,congestion=0.05",
             "--answer-delay",
@@ -138,9 +164,15 @@ def run_chaos(
             "--seed",
             "3",
         )
+        # The fleet reaches the carrier through a relay that can cut it off; the
+        # simulator's callbacks still reach the receiver directly.
+        carrier = Cutoff(("127.0.0.1", int(sim_url.rsplit(":", 1)[1]))).start()
+        fleet.env["CATAPULT_API_URL"] = carrier.url
         fleet.start_receiver()
         fleet.start_worker("w1")
-        fleet.start_worker("w2")
+        # w2 reaches PostgreSQL directly, as a fleet without a pooler does: its pooled
+        # connections all break at the restart, where w1's (to PgBouncer) wait.
+        fleet.start_worker("w2", env=direct)
         fleet.start_beat()
         report = json.loads(
             fleet.cli(
@@ -167,35 +199,75 @@ def run_chaos(
         fleet.cli("campaign", "start", cid)
 
         def created() -> int:
-            with engine.connect() as conn:
-                return (
-                    conn.scalar(
-                        select(func.count())
-                        .select_from(Attempt)
-                        .where(Attempt.call_id.is_not(None))
+            try:
+                with engine.connect() as conn:
+                    return (
+                        conn.scalar(
+                            select(func.count())
+                            .select_from(Attempt)
+                            .where(Attempt.call_id.is_not(None))
+                        )
+                        or 0
                     )
-                    or 0
-                )
+            except OperationalError:
+                return -1  # the server is down: not there yet
+
+        def kill_worker() -> None:
+            log(f"SIGKILL worker w1 at {created()} calls")
+            fleet.kill("w1")
+            time.sleep(1)
+            fleet.start_worker("w1")
+            returns.append(("worker killed", time.time()))
+
+        def restart_postgres() -> None:
+            log(f"PostgreSQL down (immediate) for {postgres_down:.0f} s at {created()} calls")
+            postgres.stop("immediate")
+            time.sleep(postgres_down)
+            postgres.start()
+            returns.append(("postgres restart", time.time()))
+            log("PostgreSQL back")
+
+        def restart_redis() -> None:
+            log(f"Redis restarted from its append-only file at {created()} calls")
+            redis.stop(graceful=True)
+            time.sleep(2)
+            redis.start()
+            returns.append(("redis restart (aof)", time.time()))
+
+        def cut_carrier() -> None:
+            assert carrier is not None
+            log(f"carrier cut off for {carrier_down:.0f} s at {created()} calls")
+            carrier.cut()
+            time.sleep(carrier_down)
+            carrier.restore()
+            returns.append(("carrier cut off", time.time()))
+            log("carrier back")
+
+        def lose_redis() -> None:
+            log(f"Redis crashed, its data lost, down {redis_down:.0f} s at {created()} calls")
+            redis.stop()
+            shutil.rmtree(workdir / "redis")
+            time.sleep(redis_down)
+            redis.start()
+            returns.append(("redis data lost", time.time()))
+            log("Redis back, empty")
 
         expected_total = contacts * 1.5
-        for share, action in ((0.2, "kill"), (0.45, "redis"), (0.7, "kill")):
+        for share, fault in (
+            (0.12, kill_worker),
+            (0.24, restart_postgres),
+            (0.36, restart_redis),
+            (0.48, cut_carrier),
+            (0.62, lose_redis),
+            (0.75, kill_worker),
+        ):
             wait_until(
                 lambda s=share: created() >= expected_total * s,
                 timeout,
                 interval=0.2,
                 what=f"{share:.0%} of the calls",
             )
-            if action == "kill":
-                log(f"SIGKILL worker w1 at {created()} calls")
-                fleet.kill("w1")
-                time.sleep(1)
-                fleet.start_worker("w1")
-            else:
-                log(f"Redis down for {redis_down:.0f} s at {created()} calls")
-                redis.stop()
-                time.sleep(redis_down)
-                redis.start()
-                log("Redis back, empty")
+            fault()
 
         def finished() -> bool:
             st = json.loads(fleet.cli("campaign", "status", cid, "--json").stdout)
@@ -209,11 +281,17 @@ def run_chaos(
             ours = set(conn.scalars(select(Attempt.call_id).where(Attempt.call_id.is_not(None))))
     except BaseException:
         log(fleet.logs())
+        log("----- postgres -----\n" + postgres.log())
+        log("----- pgbouncer -----\n" + bouncer.log())
         raise
     finally:
         fleet.close()
+        if carrier is not None:
+            carrier.close()
         redis.stop()
         engine.dispose()
+        bouncer.close()
+        postgres.close()
 
     by_number: dict[str, list[dict]] = defaultdict(list)
     for call in sorted(calls, key=lambda c: c["created_at"]):
@@ -235,6 +313,12 @@ def run_chaos(
             or row["status"] != status
         ):
             mismatches += 1
+    made_at = sorted(c["created_at"] for c in calls)
+    resumed: dict[str, float] = {}
+    for name, back in returns:
+        after = next((t for t in made_at if t >= back), None)
+        key = name if name not in resumed else f"{name} (2)"
+        resumed[key] = round(after - back, 1) if after is not None else float("inf")
     return Report(
         contacts=len(export),
         creates=len(calls),
@@ -246,6 +330,7 @@ def run_chaos(
         unknown_calls=len({c["id"] for c in calls} ^ ours),
         seconds=round(seconds, 1),
         callbacks_undelivered=sum(len(c.get("undelivered", [])) for c in calls),
+        resumed_after=resumed,
     )
 
 
@@ -254,20 +339,17 @@ def main() -> int:
     p.add_argument("--contacts", type=int, default=10_000)
     p.add_argument("--cps", type=float, default=100.0)
     p.add_argument("--redis-down", type=float, default=30.0)
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "DIALER_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/dialer_chaos"
-        ),
-    )
+    p.add_argument("--postgres-down", type=float, default=10.0)
+    p.add_argument("--carrier-down", type=float, default=30.0)
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="dialer-chaos-") as tmp:
         report = run_chaos(
             args.contacts,
             Path(tmp),
-            args.database_url,
             cps=args.cps,
             redis_down=args.redis_down,
+            postgres_down=args.postgres_down,
+            carrier_down=args.carrier_down,
             log=lambda m: print(m, file=sys.stderr, flush=True),
         )
     print(
