@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from dialer import clock, metrics, settings
+from dialer.callbacks import jsonbody
 from dialer.callbacks.eventstream import HandoverFailed
 from dialer.carrier import events
 
@@ -125,6 +126,10 @@ MALFORMED_CREDENTIALS = Answer(
 WRONG_CREDENTIALS = Answer("403 Forbidden", {"error": "wrong credentials"}, "wrong-credentials")
 TOO_LARGE = Answer("413 Content Too Large", {"error": f"body over {MAX_BODY} bytes"}, "too-large")
 BAD_LENGTH = Answer("400 Bad Request", {"error": "bad Content-Length"}, "bad-length")
+# The client left (or was cut off) before its body was whole: no one reads the answer.
+INCOMPLETE = Answer(
+    "400 Bad Request", {"error": "the body did not arrive whole"}, "incomplete-body"
+)
 EMPTY = Answer("400 Bad Request", {"error": "empty body"}, "empty")
 NOT_JSON = Answer("400 Bad Request", {"error": "body is not valid JSON"}, "not-json")
 UNSTORABLE = Answer(
@@ -136,6 +141,9 @@ BAD_QUERY = Answer(
     "400 Bad Request", {"error": "query string is not valid UTF-8 form data"}, "bad-query"
 )
 MAX_QUERY_FIELDS = 40  # an event has a dozen fields
+TOO_MANY_FIELDS = Answer(
+    "400 Bad Request", {"error": f"query string has over {MAX_QUERY_FIELDS} fields"}, "bad-query"
+)
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
@@ -149,6 +157,27 @@ def _unstorable(value: Any) -> bool:
     if isinstance(value, list):
         return any(_unstorable(v) for v in value)
     return False
+
+
+def _check_fields(payload: dict[str, Any]) -> None:
+    """The fields the dialer reads that events.check leaves alone, refused (BadEvent)
+    when they are of a kind the carrier never sends (docs/carrier.md, "Callback events":
+    an ISO 8601 ``time``, the ``tag`` the dialer set, a string). The workers would fall
+    back past them (the time received, the call id), so an accepted one is harmless to
+    them; refused here, a broken or forged sender is told at once, and a time past the
+    datetime range (year 9999 an hour west of UTC) never reaches a worker, where
+    converting it raises OverflowError."""
+    raw_time = payload.get("time")
+    if raw_time is not None:
+        try:
+            parsed = events.parse_time(raw_time)
+        except OverflowError:
+            parsed = None
+        if parsed is None:
+            raise events.BadEvent("time must be an ISO 8601 timestamp")
+    tag = payload.get("tag")
+    if tag is not None and not isinstance(tag, str):
+        raise events.BadEvent("tag must be a string")
 
 
 UNAVAILABLE = Answer(
@@ -286,12 +315,15 @@ class Gate:
         if text is not None and text.startswith("\ufeff"):
             text = None  # a BOM: json takes it from bytes, not from text
         try:
-            payload = json.loads(body if text is None else text)
+            payload = jsonbody.loads(body, text)
             # Only what would refuse it: the workers parse it whole (dialer.worker.applier).
             event_type = events.check(payload)[0]
+            _check_fields(payload)
         except (ValueError, UnicodeDecodeError) as exc:
             if isinstance(exc, events.BadEvent):
                 return Answer("400 Bad Request", {"error": str(exc)}, "malformed-event")
+            if isinstance(exc, jsonbody.BadJson):
+                return Answer("400 Bad Request", {"error": str(exc)}, "bad-json")
             return NOT_JSON
         if (text is None or "\\u" in text) and _unstorable(payload):
             # Valid JSON that PostgreSQL's jsonb refuses: accepted, it would fail in the
@@ -311,8 +343,10 @@ class Gate:
             pairs = parse_qsl(
                 raw_query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS, errors="strict"
             )
-        except (ValueError, UnicodeDecodeError):
+        except UnicodeDecodeError:
             return BAD_QUERY
+        except ValueError:  # parse_qsl's only other refusal: past max_num_fields
+            return TOO_MANY_FIELDS
         payload: dict[str, str] = {}
         for name, value in pairs:
             payload.setdefault(name, value)
@@ -323,6 +357,7 @@ class Gate:
                 payload["tag"] = f'{{"attempt":{int(attempt)},"campaign":{int(campaign)}}}'
         try:
             event_type = events.check(payload)[0]
+            _check_fields(payload)
         except events.BadEvent as exc:
             return Answer("400 Bad Request", {"error": str(exc)}, "malformed-event")
         if _unstorable(payload):

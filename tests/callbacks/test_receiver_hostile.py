@@ -1,0 +1,243 @@
+"""Hostile or broken input at the receiver's door (``dialer receiver``, real sockets):
+JSON built to hurt a parser, wrong types, bad bytes, slow and idle clients.
+
+Each is answered 4xx with a reason (or, for a connection that never sent anything,
+closed), in bounded time, and changes nothing: the event stream gains no entry, and
+the process goes on serving the carrier promptly. docs/operations.md, "What the
+receiver answers", is the table these tests hold the receiver to.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+import requests
+
+from dialer.callbacks import eventstream
+from dialer.callbacks.gate import PATH
+from dialer.dev.fleet import RedisServer
+from tests.callbacks.test_receiver import (
+    EVENT,
+    SECRET,
+    auth_line,
+    basic,
+    host_port,
+    queued,
+    server_processes,
+    start_receiver,
+)
+
+TIMEOUT = 2.0  # DIALER_RECEIVER_REQUEST_TIMEOUT for these tests (10 s by default)
+
+
+@pytest.fixture(scope="module")
+def receiver(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis, int]]:
+    """(URL, the stream's Redis, the pid of the one server process)."""
+    url_ = f"redis://127.0.0.1:{redis_server.port}/6"
+    redis.Redis.from_url(url_).delete(eventstream.STREAM)
+    proc, url = start_receiver(url_, DIALER_RECEIVER_REQUEST_TIMEOUT=str(TIMEOUT))
+    try:
+        [pid] = server_processes(proc.pid)
+        yield url, redis.Redis.from_url(url_), pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def post(url: str, body: bytes, timeout: float = 10) -> requests.Response:
+    return requests.post(
+        url + PATH,
+        data=body,
+        headers={**basic(SECRET), "Content-Type": "application/json"},
+        timeout=timeout,
+    )
+
+
+def event_with(**fields: object) -> bytes:
+    return json.dumps({**EVENT, **fields}).encode()
+
+
+def in_event(value: bytes) -> bytes:
+    """A valid event with ``value`` (JSON text as it is) as one more field."""
+    return b'{"eventType": "hangup", "callId": "c-1", "x": ' + value + b"}"
+
+
+# ------------------------------------------------------------ bodies built to hurt
+
+
+HOSTILE_BODIES = [
+    # Nesting: 30,000 levels fit in the 64 KiB bound; json raises RecursionError on them.
+    ("deep-array", b"[" * 30_000 + b"]" * 30_000, "nested over 32 levels"),
+    ("deep-object", b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "nested over 32 levels"),
+    ("deep-in-event", in_event(b"[" * 30_000 + b"]" * 30_000), "nested over 32 levels"),
+    # Decodes, but was walked again by recursion (a 500 before) and by every reader after.
+    ("900-deep-escaped", in_event(b"[" * 900 + b'"\\u00e9"' + b"]" * 900), "nested over 32"),
+    ("33-deep", in_event(b"[" * 32 + b"]" * 32), "nested over 32 levels"),
+    # Numbers: Python's 4,300-digit int limit, and what jsonb's numeric cannot hold.
+    ("huge-int", in_event(b"9" * 5_000), "number over 40 characters"),
+    ("long-fraction", in_event(b"0." + b"1" * 20_000), "number over 40 characters"),
+    ("huge-exponent", in_event(b"1e999999"), "number out of range"),
+    ("tiny-exponent", in_event(b"1e-20000"), "number out of range"),
+    ("overflowing-float", in_event(b"1e400"), "number out of range"),
+    ("nan", in_event(b"NaN"), "NaN is not a JSON number"),
+    ("infinity", in_event(b"-Infinity"), "-Infinity is not a JSON number"),
+    # One reader takes the first, another the last.
+    (
+        "duplicate-eventType",
+        b'{"eventType": "hangup", "callId": "c-1", "eventType": "answer"}',
+        "duplicate key",
+    ),
+    ("duplicate-nested", in_event(b'{"k": 1, "k": 2}'), "duplicate key"),
+    # Wrong types for each field the dialer reads.
+    ("eventType-number", event_with(eventType=7), "eventType"),
+    ("eventType-object", event_with(eventType={"a": "hangup"}), "eventType"),
+    ("eventType-list", event_with(eventType=["hangup"]), "eventType"),
+    ("eventType-null", event_with(eventType=None), "eventType"),
+    ("eventType-bool", event_with(eventType=True), "eventType"),
+    ("eventType-empty", event_with(eventType=""), "eventType"),
+    ("eventType-long", event_with(eventType="h" * 1000), "eventType"),
+    ("callId-list", event_with(callId=["c-1"]), "callId"),
+    ("callId-number", event_with(callId=12), "callId"),
+    ("callId-object", event_with(callId={"id": "c-1"}), "callId"),
+    ("cause-list", event_with(cause=["USER_BUSY"]), "cause"),
+    ("tag-number", event_with(tag=5), "tag must be a string"),
+    ("tag-object", event_with(tag={"attempt": 1}), "tag must be a string"),
+    ("tag-bool", event_with(tag=False), "tag must be a string"),
+    ("time-number", event_with(time=1764237600), "time must be an ISO 8601"),
+    ("time-list", event_with(time=["2026-11-27"]), "time must be an ISO 8601"),
+    ("time-words", event_with(time="yesterday at noon"), "time must be an ISO 8601"),
+    # Parses, but converting it to UTC overflows: it raised OverflowError in the workers.
+    ("time-past-the-range", event_with(time="9999-12-31T23:59:59-01:00"), "time must be"),
+    # Not an object at all.
+    ("array", b"[]", "JSON object"),
+    ("string", b'"hangup"', "JSON object"),
+    ("number", b"12", "JSON object"),
+    ("null", b"null", "JSON object"),
+    ("true", b"true", "JSON object"),
+    # Bytes that are not UTF-8 (nor -16/-32): json on bytes decodes strictly.
+    ("invalid-utf8", in_event(b'"\xff\xfe"'), "not valid JSON"),
+    ("overlong-nul", in_event(b'"\xc0\x80"'), "not valid JSON"),
+    # A surrogate's UTF-8 form: json's decoding of bytes lets it through, jsonb would not.
+    ("utf8-surrogate", in_event(b'"\xed\xa0\x80"'), "cannot be stored"),
+    ("truncated-utf8", in_event(b'"\xe2\x82"'), "not valid JSON"),
+    # A raw NUL (a control character: not allowed in a JSON string), and an escaped one.
+    ("raw-nul", in_event(b'"a\x00b"'), "not valid JSON"),
+    ("escaped-nul-in-key", b'{"eventType": "hangup", "callId": "c-1", "\\u0000": 1}', "stored"),
+    ("trailing-garbage", event_with() + b" x", "not valid JSON"),
+    ("two-documents", event_with() + event_with(), "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(body, reason) for _, body, reason in HOSTILE_BODIES],
+    ids=[name for name, _, _ in HOSTILE_BODIES],
+)
+def test_hostile_bodies_get_a_400_with_a_reason_and_change_nothing(receiver, body, reason) -> None:
+    url, r, _ = receiver
+    assert len(body) <= 64 * 1024, "within the body bound: the parser sees it"
+    before = queued(r)
+    started = time.monotonic()
+    resp = post(url, body)
+    assert resp.status_code == 400, (resp.status_code, resp.text[:200])
+    assert resp.headers["Content-Type"] == "application/json"
+    assert reason in resp.json()["error"], resp.json()
+    assert SECRET not in resp.text
+    assert time.monotonic() - started < 2, "a refusal costs milliseconds, whatever the body"
+    assert queued(r) == before
+
+
+def test_what_is_within_every_bound_is_accepted(receiver) -> None:
+    """The bounds sit where no event of the carrier's goes: the largest of each kind
+    is taken, and stored as it came."""
+    url, r, _ = receiver
+    accepted = [
+        in_event(b"[" * 31 + b"]" * 31),  # 32 levels with the event's own object
+        in_event(b"9" * 40),
+        in_event(b"-1.5e-300"),
+        in_event(b'"' + b"s" * 60_000 + b'"'),  # a long string, within 64 KiB
+        event_with(time=None, tag=None),  # null: as if absent
+        event_with(time="2026-11-27T10:00:00+02:00", tag="not ours"),
+        json.dumps({**EVENT, "x": "caf\u00e9 \u2603"}, ensure_ascii=False).encode(),
+    ]
+    before = queued(r)
+    for body in accepted:
+        resp = post(url, body)
+        assert resp.status_code == 200, (resp.text, body[:80])
+    assert queued(r) == before + len(accepted)
+    stored = [f[b"p"] for _, f in r.xrevrange(eventstream.STREAM, count=len(accepted))]
+    assert stored[::-1] == accepted
+
+
+# ------------------------------------------------------------ the query string (GET)
+
+
+def get_raw(url: str, query: bytes) -> tuple[int, bytes]:
+    """A GET callback with the query string's bytes exactly as given."""
+    with socket.create_connection(host_port(url), timeout=10) as s:
+        s.sendall(
+            b"GET "
+            + PATH.encode()
+            + b"?"
+            + query
+            + b" HTTP/1.1\r\nHost: x\r\n"
+            + auth_line()
+            + b"\r\n"
+        )
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        return resp.status, resp.read()
+
+
+GOOD_QUERY = b"eventType=hangup&callId=c-1&cause=USER_BUSY&time=2026-11-27T10%3A00%3A00Z"
+
+HOSTILE_QUERIES = [
+    ("percent-invalid-utf8", GOOD_QUERY + b"&x=%ff%fe", "not valid UTF-8"),
+    ("percent-overlong", GOOD_QUERY + b"&x=%C0%80", "not valid UTF-8"),
+    ("percent-surrogate", GOOD_QUERY + b"&x=%ED%A0%80", "not valid UTF-8"),
+    ("percent-nul", GOOD_QUERY + b"&x=a%00b", "cannot be stored"),
+    ("percent-nul-in-name", GOOD_QUERY + b"&%00=1", "cannot be stored"),
+    # Raw bytes outside what a request line may hold: the HTTP parser refuses the request.
+    ("raw-invalid-utf8", GOOD_QUERY + b"&x=\xff", "Invalid HTTP request"),
+    ("raw-utf8", GOOD_QUERY + b"&x=caf\xc3\xa9", "Invalid HTTP request"),
+    ("raw-nul", GOOD_QUERY + b"&x=a\x00b", "Invalid HTTP request"),
+    ("raw-tab", GOOD_QUERY + b"&x=a\tb", "Invalid HTTP request"),
+    ("too-many-fields", GOOD_QUERY + b"&a=1" * 40, "over 40 fields"),
+    ("eventType-object", b"eventType=%7B%7D&callId=c-1", "eventType"),
+    ("callId-with-spaces", b"eventType=hangup&callId=c+1%3B+drop", "callId"),
+    ("no-eventType", b"callId=c-1", "eventType"),
+    ("time-not-a-timestamp", b"eventType=hangup&callId=c-1&time=%25ZZ", "time must be"),
+    ("time-past-the-range", b"eventType=hangup&callId=c-1&time=9999-12-31T23:59:59-01:00", "time"),
+    ("only-separators", b"&&&&", "eventType"),
+]
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [(q, reason) for _, q, reason in HOSTILE_QUERIES],
+    ids=[name for name, _, _ in HOSTILE_QUERIES],
+)
+def test_hostile_query_strings_get_a_400_and_change_nothing(receiver, query, reason) -> None:
+    url, r, _ = receiver
+    before = queued(r)
+    status, body = get_raw(url, query)
+    assert status == 400, (status, body[:200])
+    assert reason.encode() in body, body[:200]
+    assert SECRET.encode() not in body
+    assert queued(r) == before
+
+
+def test_a_valid_query_event_is_accepted(receiver) -> None:
+    """The hostile ones above differ from this one only in what they add."""
+    url, r, _ = receiver
+    before = queued(r)
+    assert get_raw(url, GOOD_QUERY)[0] == 200
+    assert queued(r) == before + 1
+    [(_, fields)] = r.xrevrange(eventstream.STREAM, count=1)
+    assert json.loads(fields[b"p"])["time"] == "2026-11-27T10:00:00Z"
