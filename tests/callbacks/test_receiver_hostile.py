@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import resource
+import selectors
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -21,7 +26,7 @@ import requests
 
 from dialer.callbacks import eventstream
 from dialer.callbacks.gate import PATH
-from dialer.dev.fleet import RedisServer
+from dialer.dev.fleet import RedisServer, free_port, receiver_command, wait_for_port
 from tests.callbacks.test_receiver import (
     EVENT,
     SECRET,
@@ -30,21 +35,35 @@ from tests.callbacks.test_receiver import (
     host_port,
     queued,
     server_processes,
-    start_receiver,
 )
 
 TIMEOUT = 2.0  # DIALER_RECEIVER_REQUEST_TIMEOUT for these tests (10 s by default)
 
 
+def _low_open_files_limit() -> None:
+    """As many a machine starts a process: a soft limit of 1,024 open files."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+
+
 @pytest.fixture(scope="module")
 def receiver(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis, int]]:
-    """(URL, the stream's Redis, the pid of the one server process)."""
+    """(URL, the stream's Redis, the pid of the one server process), started under a
+    soft limit of 1,024 open files, as is common: the receiver raises its own."""
     url_ = f"redis://127.0.0.1:{redis_server.port}/6"
     redis.Redis.from_url(url_).delete(eventstream.STREAM)
-    proc, url = start_receiver(url_, DIALER_RECEIVER_REQUEST_TIMEOUT=str(TIMEOUT))
+    port = free_port()
+    env = {
+        **os.environ,
+        "DIALER_REDIS_URL": url_,
+        "DIALER_CALLBACK_SECRET": SECRET,
+        "DIALER_RECEIVER_REQUEST_TIMEOUT": str(TIMEOUT),
+    }
+    proc = subprocess.Popen(receiver_command(port, 1), env=env, preexec_fn=_low_open_files_limit)
     try:
+        wait_for_port(port, 20)
         [pid] = server_processes(proc.pid)
-        yield url, redis.Redis.from_url(url_), pid
+        yield f"http://127.0.0.1:{port}", redis.Redis.from_url(url_), pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -241,3 +260,189 @@ def test_a_valid_query_event_is_accepted(receiver) -> None:
     assert queued(r) == before + 1
     [(_, fields)] = r.xrevrange(eventstream.STREAM, count=1)
     assert json.loads(fields[b"p"])["time"] == "2026-11-27T10:00:00Z"
+
+
+# ------------------------------------------------------------ slow and idle clients
+
+
+def read_until_closed(s: socket.socket, limit: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes; (bytes, seconds it took)."""
+    started = time.monotonic()
+    s.settimeout(limit)
+    got = b""
+    try:
+        while chunk := s.recv(65536):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    return got, time.monotonic() - started
+
+
+def trickle(s: socket.socket, data: bytes, interval: float) -> float:
+    """Send ``data`` a byte every ``interval`` s until the server stops reading (it
+    closed); the seconds that took."""
+    started = time.monotonic()
+    for byte in data:
+        try:
+            s.sendall(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        ready = selectors.DefaultSelector()
+        ready.register(s, selectors.EVENT_READ)
+        if ready.select(interval):  # the server answered (408) or closed
+            break
+    return time.monotonic() - started
+
+
+def timely_post(url: str) -> float:
+    """A valid callback on its own connection; the seconds its 200 took."""
+    started = time.monotonic()
+    resp = post(url, event_with(callId="c-timely"), timeout=5)
+    assert resp.status_code == 200, resp.text
+    return time.monotonic() - started
+
+
+def head(length: int) -> bytes:
+    return (
+        b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n" + auth_line()
+        + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % length
+    )  # fmt: skip
+
+
+def test_a_head_sent_a_byte_at_a_time_is_cut_off_with_408(receiver) -> None:
+    url, r, _ = receiver
+    before = queued(r)
+    body = event_with()
+    with socket.create_connection(host_port(url), timeout=10) as s:
+        took = trickle(s, head(len(body)) + body, interval=0.3)
+        answer, _ = read_until_closed(s, 5)
+        # Served meanwhile, and at once.
+        assert timely_post(url) < 1
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert TIMEOUT - 0.5 < took < TIMEOUT + 1.5, took
+    assert queued(r) == before + 1, "the timely callback only"
+
+
+def test_a_body_that_stalls_is_cut_off_and_its_part_not_handed_over(receiver) -> None:
+    """The part that came is a whole, valid event (the declared length is longer):
+    refused all the same, since the request never arrived whole."""
+    url, r, _ = receiver
+    before = queued(r)
+    body = event_with()
+    with socket.create_connection(host_port(url), timeout=10) as s:
+        s.sendall(head(len(body) + 20) + body)
+        took = trickle(s, b" " * 19, interval=0.3)  # a byte short, slowly
+        answer, _ = read_until_closed(s, 5)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert took < TIMEOUT + 1.5, took
+    time.sleep(0.2)  # the app's answer to the disconnect, if it were to hand over
+    assert queued(r) == before
+
+
+def test_a_connection_that_sends_nothing_is_closed(receiver) -> None:
+    url, _, _ = receiver
+    with socket.create_connection(host_port(url), timeout=10) as s:
+        answer, took = read_until_closed(s, 10)
+    assert answer == b"", "nothing was asked: no answer, only the close"
+    assert TIMEOUT - 0.5 < took < TIMEOUT + 1.5, took
+
+
+def test_a_kept_alive_connection_trickling_after_its_answer_is_cut_off(receiver) -> None:
+    """uvicorn's keep-alive timer is cancelled by any byte: a client sending a blank
+    line a second after its answer would keep the connection for ever."""
+    url, r, _ = receiver
+    body = event_with(callId="c-kept")
+    with socket.create_connection(host_port(url), timeout=10) as s:
+        s.sendall(head(len(body)) + body)
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        assert resp.status == 200 and resp.read()
+        took = trickle(s, b"\r\n" * 50, interval=0.3)
+        answer, _ = read_until_closed(s, 5)
+    assert answer == b"" and took < TIMEOUT + 1.5, (answer[:100], took)
+
+
+def open_files(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+IDLE = 2_000
+
+
+def test_the_open_files_limit_is_raised_for_the_server_processes(receiver) -> None:
+    _, _, pid = receiver
+    [soft, hard] = [
+        line.split()[3:5]
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines()
+        if line.startswith("Max open files")
+    ][0]
+    wanted = 65_536 if hard == "unlimited" else min(int(hard), 65_536)
+    assert int(soft) == max(wanted, 1024), (soft, hard)
+
+
+def test_thousands_of_idle_connections_neither_block_the_carrier_nor_stay(receiver) -> None:
+    """2,000 connections, half silent, half stopped mid-head: a valid callback is still
+    answered at once, and every one of them is closed within the request timeout."""
+    url, r, pid = receiver
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < IDLE + 500:
+        pytest.skip(f"this process may open only {hard} files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, IDLE + 500), hard))
+    files_before, rss_before = open_files(pid), rss_kib(pid)
+    before = queued(r)
+    partial = b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n" + auth_line()
+    idle: list[socket.socket] = []
+    try:
+        started = time.monotonic()
+        for i in range(IDLE):
+            s = socket.create_connection(host_port(url), timeout=5)
+            if i % 2:
+                s.sendall(partial)
+            idle.append(s)
+        # All accepted by the server process before the carrier's turn.
+        while open_files(pid) < files_before + IDLE and time.monotonic() - started < 10:
+            time.sleep(0.05)
+        assert open_files(pid) >= files_before + IDLE
+        rss_held = rss_kib(pid)
+        assert timely_post(url) < 1
+        assert time.monotonic() - started < TIMEOUT, "the carrier was served while they were held"
+        # Each is closed by the server: a 408 to those that began a request.
+        selector = selectors.DefaultSelector()
+        for i, s in enumerate(idle):
+            s.setblocking(False)
+            selector.register(s, selectors.EVENT_READ, i)
+        got = [b""] * IDLE
+        closed: set[int] = set()
+        deadline = started + TIMEOUT + 3
+        while len(closed) < IDLE and time.monotonic() < deadline:
+            for key, _ in selector.select(0.5):
+                try:
+                    chunk = key.fileobj.recv(4096)  # type: ignore[union-attr]
+                except ConnectionResetError:
+                    chunk = b""
+                if chunk:
+                    got[key.data] += chunk
+                else:
+                    selector.unregister(key.fileobj)
+                    closed.add(key.data)
+        assert len(closed) == IDLE, f"{IDLE - len(closed)} still open"
+        assert all(got[i].startswith(b"HTTP/1.1 408 ") for i in range(1, IDLE, 2))
+        assert all(got[i] == b"" for i in range(0, IDLE, 2))
+    finally:
+        for s in idle:
+            s.close()
+    assert queued(r) == before + 1
+    wait = time.monotonic() + 5
+    while open_files(pid) > files_before + 5 and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert open_files(pid) <= files_before + 5
+    held_kib = rss_held - rss_before
+    print(f"{IDLE} idle connections held {held_kib} KiB of RSS ({held_kib / IDLE:.1f} KiB each)")
+    assert held_kib < IDLE * 64, "a few KiB each, not a request's worth"
