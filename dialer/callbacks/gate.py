@@ -16,7 +16,6 @@ the script's next BXML document.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import json
 import logging
@@ -143,6 +142,10 @@ BAD_QUERY = Answer(
 MAX_QUERY_FIELDS = 40  # an event has a dozen fields
 TOO_MANY_FIELDS = Answer(
     "400 Bad Request", {"error": f"query string has over {MAX_QUERY_FIELDS} fields"}, "bad-query"
+)
+_ID = re.compile(r"[0-9]{1,18}")  # a row id, as a query string carries it
+BAD_IDENTITY = Answer(
+    "400 Bad Request", {"error": "attempt and campaign must be row ids"}, "malformed-event"
 )
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
@@ -272,7 +275,7 @@ class Gate:
                 return NO_CREDENTIALS
             try:
                 decoded = base64.b64decode(value.strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
                 return MALFORMED_CREDENTIALS
             given = decoded.partition(":")[2].encode()
         if not hmac.compare_digest(given, self._secret):
@@ -350,11 +353,16 @@ class Gate:
         payload: dict[str, str] = {}
         for name, value in pairs:
             payload.setdefault(name, value)
-        if "tag" not in payload:
+        attempt, campaign = payload.get("attempt"), payload.get("campaign")
+        if (attempt is not None and not _ID.fullmatch(attempt)) or (
+            campaign is not None and not _ID.fullmatch(campaign)
+        ):
+            # The dialer writes them (dialer.script): ASCII digits, a row id. isdigit()
+            # alone took "፩", which int() refuses (a 500 here, a 503 from the script).
+            return BAD_IDENTITY
+        if "tag" not in payload and attempt and campaign:
             # A gather's result carries its identity on the requestUrl (dialer.script).
-            attempt, campaign = payload.get("attempt", ""), payload.get("campaign", "")
-            if attempt.isdigit() and campaign.isdigit():
-                payload["tag"] = f'{{"attempt":{int(attempt)},"campaign":{int(campaign)}}}'
+            payload["tag"] = f'{{"attempt":{int(attempt)},"campaign":{int(campaign)}}}'
         try:
             event_type = events.check(payload)[0]
             _check_fields(payload)
@@ -441,7 +449,7 @@ def _bearer_or_basic_matches(header: str, token: bytes | None) -> bool:
     elif scheme.lower() == "basic":
         try:
             given = base64.b64decode(value, validate=True).partition(b":")[2]
-        except binascii.Error:
+        except ValueError:  # not base64 (binascii.Error), or not ASCII
             return False
     else:
         return False

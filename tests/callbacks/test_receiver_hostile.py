@@ -125,6 +125,10 @@ HOSTILE_BODIES = [
     ("callId-number", event_with(callId=12), "callId"),
     ("callId-object", event_with(callId={"id": "c-1"}), "callId"),
     ("cause-list", event_with(cause=["USER_BUSY"]), "cause"),
+    # A regular expression's $ matches before a final newline: these passed, a "hangup"
+    # without the callId a hangup needs, and a call id no row has.
+    ("eventType-newline", b'{"eventType": "hangup\\n"}', "eventType"),
+    ("callId-newline", event_with(callId="c-1\n"), "callId"),
     ("tag-number", event_with(tag=5), "tag must be a string"),
     ("tag-object", event_with(tag={"attempt": 1}), "tag must be a string"),
     ("tag-bool", event_with(tag=False), "tag must be a string"),
@@ -230,6 +234,7 @@ HOSTILE_QUERIES = [
     ("too-many-fields", GOOD_QUERY + b"&a=1" * 40, "over 40 fields"),
     ("eventType-object", b"eventType=%7B%7D&callId=c-1", "eventType"),
     ("callId-with-spaces", b"eventType=hangup&callId=c+1%3B+drop", "callId"),
+    ("callId-newline", b"eventType=hangup&callId=c-1%0A", "callId"),
     ("no-eventType", b"callId=c-1", "eventType"),
     ("time-not-a-timestamp", b"eventType=hangup&callId=c-1&time=%25ZZ", "time must be"),
     ("time-past-the-range", b"eventType=hangup&callId=c-1&time=9999-12-31T23:59:59-01:00", "time"),
@@ -260,6 +265,52 @@ def test_a_valid_query_event_is_accepted(receiver) -> None:
     assert queued(r) == before + 1
     [(_, fields)] = r.xrevrange(eventstream.STREAM, count=1)
     assert json.loads(fields[b"p"])["time"] == "2026-11-27T10:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"eventType=gather&callId=c-1&attempt=%E1%8D%A9&campaign=0",
+        b"eventType=gather&callId=c-1&attempt=1&campaign=%C2%B2",
+        b"eventType=gather&callId=c-1&attempt=1&campaign=",
+        b"eventType=answer&callId=c-1&attempt=1234567890123456789&campaign=1",
+    ],
+    ids=["ethiopic-one", "superscript-two", "empty", "past-bigint"],
+)
+def test_a_gather_whose_identity_is_not_row_ids_gets_a_400(receiver, query) -> None:
+    """str.isdigit takes "፩" (Ethiopic one), int() does not: it was a 500 (the fuzz
+    test found it), and the call script's lookup a 503. The dialer writes attempt and
+    campaign on a gather's URL itself: anything but a row id is not from it."""
+    url, r, _ = receiver
+    before = queued(r)
+    status, body = get_raw(url, query)
+    assert status == 400 and b"must be row ids" in body, body[:200]
+    assert queued(r) == before
+
+
+@pytest.mark.parametrize(
+    "value", [b"Basic \x80", b"Basic ZGlhbGVyOnM=\xe9", b"Basic \xff\xfe"], ids=["80", "e9", "fffe"]
+)
+def test_credentials_that_are_not_ascii_get_401(receiver, value) -> None:
+    """base64 raises a plain ValueError on text that is not ASCII: it was a 500 (the
+    fuzz test found it)."""
+    url, r, _ = receiver
+    before = queued(r)
+    body = event_with()
+    status, answer = raw_post(url, b"Authorization: " + value + b"\r\n", body)
+    assert status == 401 and b"malformed Basic credentials" in answer, answer[:200]
+    assert queued(r) == before
+
+
+def raw_post(url: str, header_lines: bytes, body: bytes) -> tuple[int, bytes]:
+    with socket.create_connection(host_port(url), timeout=10) as s:
+        s.sendall(
+            b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n" + header_lines
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )  # fmt: skip
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        return resp.status, resp.read()
 
 
 # ------------------------------------------------------------ slow and idle clients
