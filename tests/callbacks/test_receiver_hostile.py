@@ -58,6 +58,7 @@ def receiver(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis, int]
         "DIALER_REDIS_URL": url_,
         "DIALER_CALLBACK_SECRET": SECRET,
         "DIALER_RECEIVER_REQUEST_TIMEOUT": str(TIMEOUT),
+        "DIALER_METRICS_TOKEN": "metrics-token",
     }
     proc = subprocess.Popen(receiver_command(port, 1), env=env, preexec_fn=_low_open_files_limit)
     try:
@@ -300,6 +301,11 @@ def test_credentials_that_are_not_ascii_get_401(receiver, value) -> None:
     status, answer = raw_post(url, b"Authorization: " + value + b"\r\n", body)
     assert status == 401 and b"malformed Basic credentials" in answer, answer[:200]
     assert queued(r) == before
+    with socket.create_connection(host_port(url), timeout=10) as s:  # and /metrics' check
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: " + value + b"\r\n\r\n")
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        assert resp.status == 401, resp.read()[:200]
 
 
 def raw_post(url: str, header_lines: bytes, body: bytes) -> tuple[int, bytes]:
@@ -311,6 +317,49 @@ def raw_post(url: str, header_lines: bytes, body: bytes) -> tuple[int, bytes]:
         resp = http.client.HTTPResponse(s)
         resp.begin()
         return resp.status, resp.read()
+
+
+_EV = event_with()
+_POST = b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+FRAMING = [
+    ("two-lengths", b"Content-Length: %d\r\nContent-Length: 5\r\n\r\n" % len(_EV) + _EV),
+    ("length-and-chunked", b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n" + _EV),
+    ("negative-length", b"Content-Length: -1\r\n\r\n" + _EV),
+    ("signed-length", b"Content-Length: +%d\r\n\r\n" % len(_EV) + _EV),
+    ("length-past-64-bits", b"Content-Length: 99999999999999999999999\r\n\r\n" + _EV),
+    ("bad-chunk-size", b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + _EV + b"\r\n0\r\n\r\n"),
+    ("folded-header", b"X-A: 1\r\n  folded\r\nContent-Length: %d\r\n\r\n" % len(_EV) + _EV),
+]
+
+
+@pytest.mark.parametrize("rest", [rest for _, rest in FRAMING], ids=[n for n, _ in FRAMING])
+def test_ambiguous_framing_gets_a_400_and_changes_nothing(receiver, rest) -> None:
+    """Whatever could make two readers split the bytes into requests differently (the
+    stuff of request smuggling) is refused by the HTTP parser before the app."""
+    url, r, _ = receiver
+    before = queued(r)
+    with socket.create_connection(host_port(url), timeout=10) as s:
+        s.sendall(_POST + auth_line() + rest)
+        answer, _ = read_until_closed(s, 5)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+    assert answer.endswith(b"Invalid HTTP request received."), answer[-100:]
+    assert queued(r) == before
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40),
+    ],
+    ids=["http2-preface", "tls-client-hello"],
+)
+def test_other_protocols_get_a_400(receiver, first) -> None:
+    url, r, _ = receiver
+    with socket.create_connection(host_port(url), timeout=10) as s:
+        s.sendall(first)
+        answer, _ = read_until_closed(s, 5)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
 
 
 # ------------------------------------------------------------ slow and idle clients
