@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 PATH = "/callbacks/catapult"
 METRICS_PATH = "/metrics"
 MAX_BODY = 64 * 1024  # the carrier's events are a few hundred bytes
+MAX_TAG = 256  # characters: the dialer's tags are at most this (docs/interface.md, "The tag")
 
 
 def callback_urls(s: settings.Settings) -> tuple[str, str]:
@@ -165,7 +166,7 @@ def _unstorable(value: Any) -> bool:
 def _check_fields(payload: dict[str, Any]) -> None:
     """The fields the dialer reads that events.check leaves alone, refused (BadEvent)
     when they are of a kind the carrier never sends (docs/carrier.md, "Callback events":
-    an ISO 8601 ``time``, the ``tag`` the dialer set, a string). The workers would fall
+    an ISO 8601 ``time``, the ``tag`` the dialer set, a short string). The workers would fall
     back past them (the time received, the call id), so an accepted one is harmless to
     them; refused here, a broken or forged sender is told at once, and a time past the
     datetime range (year 9999 an hour west of UTC) never reaches a worker, where
@@ -179,8 +180,11 @@ def _check_fields(payload: dict[str, Any]) -> None:
         if parsed is None:
             raise events.BadEvent("time must be an ISO 8601 timestamp")
     tag = payload.get("tag")
-    if tag is not None and not isinstance(tag, str):
-        raise events.BadEvent("tag must be a string")
+    if tag is not None and (not isinstance(tag, str) or len(tag) > MAX_TAG):
+        # Longer, it is not the dialer's; and the workers decode a tag that looks like
+        # JSON, without a bound on its depth (a RecursionError there would hold a
+        # batch of events pending for ever).
+        raise events.BadEvent(f"tag must be a string of at most {MAX_TAG} characters")
 
 
 UNAVAILABLE = Answer(

@@ -132,7 +132,7 @@ def valid_fields(payload: Any) -> bool:
         except (ValueError, OverflowError):
             return False
     tag = payload.get("tag")
-    return (tag is None or isinstance(tag, str)) and storable(payload)
+    return (tag is None or (isinstance(tag, str) and len(tag) <= 256)) and storable(payload)
 
 
 def valid_body(body: bytes) -> bool:

@@ -133,6 +133,10 @@ HOSTILE_BODIES = [
     ("tag-number", event_with(tag=5), "tag must be a string"),
     ("tag-object", event_with(tag={"attempt": 1}), "tag must be a string"),
     ("tag-bool", event_with(tag=False), "tag must be a string"),
+    ("tag-long", event_with(tag="t" * 257), "at most 256 characters"),
+    # A string, but the workers decode a tag that looks like JSON: RecursionError there
+    # left the batch it came in pending for ever.
+    ("tag-deep-json", event_with(tag='{"a":' + "[" * 20_000 + "]" * 20_000 + "}"), "256"),
     ("time-number", event_with(time=1764237600), "time must be an ISO 8601"),
     ("time-list", event_with(time=["2026-11-27"]), "time must be an ISO 8601"),
     ("time-words", event_with(time="yesterday at noon"), "time must be an ISO 8601"),
@@ -287,6 +291,26 @@ def test_a_gather_whose_identity_is_not_row_ids_gets_a_400(receiver, query) -> N
     status, body = get_raw(url, query)
     assert status == 400 and b"must be row ids" in body, body[:200]
     assert queued(r) == before
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"eventType=answer&callId=c-1&attempt=1&campaign=3000000000",
+        b"eventType=answer&callId=c-1&tag=%7B%22attempt%22%3A99999999999999999999%2C%22campaign%22%3A1%7D",
+    ],
+    ids=["campaign-past-integer", "tag-attempt-past-bigint"],
+)
+def test_an_answer_naming_ids_past_their_columns_is_kept_and_hung_up(receiver, query) -> None:
+    """PostgreSQL refuses the lookup ('integer out of range'): it was a 503, and the
+    carrier's retries would have met it for ever (the fuzz test found it). Such ids
+    name no row: the event is kept and answered as for a call the dialer does not know
+    (hang up)."""
+    url, r, _ = receiver
+    before = queued(r)
+    status, body = get_raw(url, query)
+    assert status == 200 and b"<Hangup" in body, body[:200]
+    assert queued(r) == before + 1
 
 
 @pytest.mark.parametrize(
