@@ -37,7 +37,8 @@ from tests.callbacks.test_receiver import (
     server_processes,
 )
 
-TIMEOUT = 2.0  # DIALER_RECEIVER_REQUEST_TIMEOUT for these tests (10 s by default)
+TIMEOUT = 3.0  # DIALER_RECEIVER_REQUEST_TIMEOUT for these tests (10 s by default)
+LATE = 2.5  # how late a loaded machine may close, past the timeout
 
 
 def _low_open_files_limit() -> None:
@@ -443,7 +444,7 @@ def test_a_head_sent_a_byte_at_a_time_is_cut_off_with_408(receiver) -> None:
         # Served meanwhile, and at once.
         assert timely_post(url) < 1
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
-    assert TIMEOUT - 0.5 < took < TIMEOUT + 1.5, took
+    assert TIMEOUT - 0.5 < took < TIMEOUT + LATE, took
     assert queued(r) == before + 1, "the timely callback only"
 
 
@@ -458,7 +459,7 @@ def test_a_body_that_stalls_is_cut_off_and_its_part_not_handed_over(receiver) ->
         took = trickle(s, b" " * 19, interval=0.3)  # a byte short, slowly
         answer, _ = read_until_closed(s, 5)
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
-    assert took < TIMEOUT + 1.5, took
+    assert took < TIMEOUT + LATE, took
     time.sleep(0.2)  # the app's answer to the disconnect, if it were to hand over
     assert queued(r) == before
 
@@ -468,7 +469,7 @@ def test_a_connection_that_sends_nothing_is_closed(receiver) -> None:
     with socket.create_connection(host_port(url), timeout=10) as s:
         answer, took = read_until_closed(s, 10)
     assert answer == b"", "nothing was asked: no answer, only the close"
-    assert TIMEOUT - 0.5 < took < TIMEOUT + 1.5, took
+    assert TIMEOUT - 0.5 < took < TIMEOUT + LATE, took
 
 
 def test_a_kept_alive_connection_trickling_after_its_answer_is_cut_off(receiver) -> None:
@@ -483,7 +484,7 @@ def test_a_kept_alive_connection_trickling_after_its_answer_is_cut_off(receiver)
         assert resp.status == 200 and resp.read()
         took = trickle(s, b"\r\n" * 50, interval=0.3)
         answer, _ = read_until_closed(s, 5)
-    assert answer == b"" and took < TIMEOUT + 1.5, (answer[:100], took)
+    assert answer == b"" and took < TIMEOUT + LATE, (answer[:100], took)
 
 
 def open_files(pid: int) -> int:
@@ -544,7 +545,7 @@ def test_thousands_of_idle_connections_neither_block_the_carrier_nor_stay(receiv
             selector.register(s, selectors.EVENT_READ, i)
         got = [b""] * IDLE
         closed: set[int] = set()
-        deadline = started + TIMEOUT + 3
+        deadline = started + TIMEOUT + LATE + 1
         while len(closed) < IDLE and time.monotonic() < deadline:
             for key, _ in selector.select(0.5):
                 try:
