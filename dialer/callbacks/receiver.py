@@ -56,8 +56,6 @@ KEEPALIVE = 5  # seconds an idle connection is kept
 MAX_REQUEST_LINE = 4094  # bytes
 MAX_HEADER_FIELDS = 50
 MAX_HEADER_FIELD = 8190  # bytes of one header line
-# Open files (connections) a process may hold: ~400 MiB of idle connections at most.
-MAX_OPEN_FILES = 65_536
 
 
 def _received_at() -> str:
@@ -329,6 +327,10 @@ def serve(host: str, port: int, workers: int = 2) -> None:
     # The supervisor even for one process: a process that dies is replaced.
     sock = config.bind_socket()
     Multiprocess(config, sockets=[sock]).run()
+
+
+# Open files (connections) a process may hold: ~400 MiB of idle connections at most.
+MAX_OPEN_FILES = 65_536
 
 
 def _raise_open_files_limit() -> None:
