@@ -111,6 +111,8 @@ class Settings:
     catapult_api_secret: str | None = field(default=None, repr=False)
     callback_url: str | None = field(default=None, repr=False)
     callback_secret: str | None = field(default=None, repr=False)
+    # Seconds a receiver connection has to deliver a whole request (callbacks/httplimits).
+    receiver_request_timeout: float = 10.0
     http_timeout: float = 10.0
     account_cps: float = 1.0
     number_cps: float = 1.0
@@ -144,6 +146,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "CATAPULT_API_SECRET": ("catapult_api_secret", _text),
     "DIALER_CALLBACK_URL": ("callback_url", _url(("http", "https"))),
     "DIALER_CALLBACK_SECRET": ("callback_secret", _text),
+    "DIALER_RECEIVER_REQUEST_TIMEOUT": ("receiver_request_timeout", _positive_float),
     "DIALER_HTTP_TIMEOUT": ("http_timeout", _positive_float),
     "DIALER_ACCOUNT_CPS": ("account_cps", _positive_float),
     "DIALER_NUMBER_CPS": ("number_cps", _positive_float),

@@ -16,7 +16,6 @@ the script's next BXML document.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import json
 import logging
@@ -27,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from dialer import clock, metrics, settings
+from dialer.callbacks import jsonbody
 from dialer.callbacks.eventstream import HandoverFailed
 from dialer.carrier import events
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 PATH = "/callbacks/catapult"
 METRICS_PATH = "/metrics"
 MAX_BODY = 64 * 1024  # the carrier's events are a few hundred bytes
+MAX_TAG = 256  # characters: the dialer's tags are at most this (docs/interface.md, "The tag")
 
 
 def callback_urls(s: settings.Settings) -> tuple[str, str]:
@@ -125,6 +126,10 @@ MALFORMED_CREDENTIALS = Answer(
 WRONG_CREDENTIALS = Answer("403 Forbidden", {"error": "wrong credentials"}, "wrong-credentials")
 TOO_LARGE = Answer("413 Content Too Large", {"error": f"body over {MAX_BODY} bytes"}, "too-large")
 BAD_LENGTH = Answer("400 Bad Request", {"error": "bad Content-Length"}, "bad-length")
+# The client left (or was cut off) before its body was whole: no one reads the answer.
+INCOMPLETE = Answer(
+    "400 Bad Request", {"error": "the body did not arrive whole"}, "incomplete-body"
+)
 EMPTY = Answer("400 Bad Request", {"error": "empty body"}, "empty")
 NOT_JSON = Answer("400 Bad Request", {"error": "body is not valid JSON"}, "not-json")
 UNSTORABLE = Answer(
@@ -136,6 +141,13 @@ BAD_QUERY = Answer(
     "400 Bad Request", {"error": "query string is not valid UTF-8 form data"}, "bad-query"
 )
 MAX_QUERY_FIELDS = 40  # an event has a dozen fields
+TOO_MANY_FIELDS = Answer(
+    "400 Bad Request", {"error": f"query string has over {MAX_QUERY_FIELDS} fields"}, "bad-query"
+)
+_ID = re.compile(r"[0-9]{1,18}")  # a row id, as a query string carries it
+BAD_IDENTITY = Answer(
+    "400 Bad Request", {"error": "attempt and campaign must be row ids"}, "malformed-event"
+)
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
@@ -149,6 +161,30 @@ def _unstorable(value: Any) -> bool:
     if isinstance(value, list):
         return any(_unstorable(v) for v in value)
     return False
+
+
+def _check_fields(payload: dict[str, Any]) -> None:
+    """The fields the dialer reads that events.check leaves alone, refused (BadEvent)
+    when they are of a kind the carrier never sends (docs/carrier.md, "Callback events":
+    an ISO 8601 ``time``, the ``tag`` the dialer set, a short string). The workers would fall
+    back past them (the time received, the call id), so an accepted one is harmless to
+    them; refused here, a broken or forged sender is told at once, and a time past the
+    datetime range (year 9999 an hour west of UTC) never reaches a worker, where
+    converting it raises OverflowError."""
+    raw_time = payload.get("time")
+    if raw_time is not None:
+        try:
+            parsed = events.parse_time(raw_time)
+        except OverflowError:
+            parsed = None
+        if parsed is None:
+            raise events.BadEvent("time must be an ISO 8601 timestamp")
+    tag = payload.get("tag")
+    if tag is not None and (not isinstance(tag, str) or len(tag) > MAX_TAG):
+        # Longer, it is not the dialer's; and the workers decode a tag that looks like
+        # JSON, without a bound on its depth (a RecursionError there would hold a
+        # batch of events pending for ever).
+        raise events.BadEvent(f"tag must be a string of at most {MAX_TAG} characters")
 
 
 UNAVAILABLE = Answer(
@@ -243,7 +279,7 @@ class Gate:
                 return NO_CREDENTIALS
             try:
                 decoded = base64.b64decode(value.strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
                 return MALFORMED_CREDENTIALS
             given = decoded.partition(":")[2].encode()
         if not hmac.compare_digest(given, self._secret):
@@ -286,12 +322,15 @@ class Gate:
         if text is not None and text.startswith("\ufeff"):
             text = None  # a BOM: json takes it from bytes, not from text
         try:
-            payload = json.loads(body if text is None else text)
+            payload = jsonbody.loads(body, text)
             # Only what would refuse it: the workers parse it whole (dialer.worker.applier).
             event_type = events.check(payload)[0]
+            _check_fields(payload)
         except (ValueError, UnicodeDecodeError) as exc:
             if isinstance(exc, events.BadEvent):
                 return Answer("400 Bad Request", {"error": str(exc)}, "malformed-event")
+            if isinstance(exc, jsonbody.BadJson):
+                return Answer("400 Bad Request", {"error": str(exc)}, "bad-json")
             return NOT_JSON
         if (text is None or "\\u" in text) and _unstorable(payload):
             # Valid JSON that PostgreSQL's jsonb refuses: accepted, it would fail in the
@@ -311,18 +350,26 @@ class Gate:
             pairs = parse_qsl(
                 raw_query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS, errors="strict"
             )
-        except (ValueError, UnicodeDecodeError):
+        except UnicodeDecodeError:
             return BAD_QUERY
+        except ValueError:  # parse_qsl's only other refusal: past max_num_fields
+            return TOO_MANY_FIELDS
         payload: dict[str, str] = {}
         for name, value in pairs:
             payload.setdefault(name, value)
-        if "tag" not in payload:
+        attempt, campaign = payload.get("attempt"), payload.get("campaign")
+        if (attempt is not None and not _ID.fullmatch(attempt)) or (
+            campaign is not None and not _ID.fullmatch(campaign)
+        ):
+            # The dialer writes them (dialer.script): ASCII digits, a row id. isdigit()
+            # alone took "፩", which int() refuses (a 500 here, a 503 from the script).
+            return BAD_IDENTITY
+        if "tag" not in payload and attempt and campaign:
             # A gather's result carries its identity on the requestUrl (dialer.script).
-            attempt, campaign = payload.get("attempt", ""), payload.get("campaign", "")
-            if attempt.isdigit() and campaign.isdigit():
-                payload["tag"] = f'{{"attempt":{int(attempt)},"campaign":{int(campaign)}}}'
+            payload["tag"] = f'{{"attempt":{int(attempt)},"campaign":{int(campaign)}}}'
         try:
             event_type = events.check(payload)[0]
+            _check_fields(payload)
         except events.BadEvent as exc:
             return Answer("400 Bad Request", {"error": str(exc)}, "malformed-event")
         if _unstorable(payload):
@@ -406,7 +453,7 @@ def _bearer_or_basic_matches(header: str, token: bytes | None) -> bool:
     elif scheme.lower() == "basic":
         try:
             given = base64.b64decode(value, validate=True).partition(b":")[2]
-        except binascii.Error:
+        except ValueError:  # not base64 (binascii.Error), or not ASCII
             return False
     else:
         return False

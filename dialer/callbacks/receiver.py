@@ -33,6 +33,7 @@ from dialer.callbacks import eventstream
 from dialer.callbacks.eventstream import HandoverFailed
 from dialer.callbacks.gate import (
     ACCEPTED,
+    INCOMPLETE,
     MAX_BODY,
     NO_SCRIPT,
     READ_BODY,
@@ -227,6 +228,10 @@ class AsgiReceiver:
             if size > MAX_BODY:
                 return TOO_LARGE, None, True
             body = b"".join(chunks)
+        if message["type"] == "http.disconnect":
+            # The client left, or was cut off (httplimits: too slow), mid-body: what came
+            # is a part, even if it parses, and nobody waits for the answer.
+            return INCOMPLETE, None, True
         got = self._gate.event(body)
         if isinstance(got, Answer):
             return got, None, False
@@ -312,6 +317,7 @@ def serve(host: str, port: int, workers: int = 2) -> None:
     from uvicorn.supervisors import Multiprocess
 
     settings.get().require("DIALER_CALLBACK_SECRET")
+    _raise_open_files_limit()
     config = uvicorn.Config(
         "dialer.callbacks.receiver:app",
         factory=True,
@@ -338,3 +344,25 @@ def serve(host: str, port: int, workers: int = 2) -> None:
     # The supervisor even for one process: a process that dies is replaced.
     sock = config.bind_socket()
     Multiprocess(config, sockets=[sock]).run()
+
+
+# Open files (connections) a process may hold: ~400 MiB of idle connections at most.
+MAX_OPEN_FILES = 65_536
+
+
+def _raise_open_files_limit() -> None:
+    """Each connection is a file descriptor, and the common default soft limit is 1,024:
+    past it a process accepts no connection, the carrier's included, until idle ones
+    time out (httplimits closes them within DIALER_RECEIVER_REQUEST_TIMEOUT). The soft
+    limit is raised to ``MAX_OPEN_FILES`` (or the hard limit, if lower), and the server
+    processes inherit it: the count of connections a process holds is bounded by it, and
+    their memory with it (an idle one costs ~6 KiB: tests/callbacks/test_receiver_hostile)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %d: %s", soft, exc)

@@ -17,9 +17,9 @@ from typing import Any
 # Event types that move an attempt; the rest are stored only.
 STATUS_EVENTS = frozenset({"answer", "hangup", "timeout"})
 
-_EVENT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
-_CALL_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
-_CAUSE = re.compile(r"^[A-Z0-9_]{1,64}$")
+_EVENT_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}\Z")
+_CALL_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}\Z")
+_CAUSE = re.compile(r"^[A-Z0-9_]{1,64}\Z")
 
 
 class BadEvent(ValueError):

@@ -30,7 +30,7 @@ def identity(query: Mapping[str, str]) -> tuple[int | None, int | None]:
     parameters (put on the gather's requestUrl), else from the tag."""
     attempt, campaign = query.get("attempt"), query.get("campaign")
     if attempt and attempt.isdigit() and campaign and campaign.isdigit():
-        return int(attempt), int(campaign)
+        return _in_range(int(attempt), int(campaign))
     tag = query.get("tag")
     attempt_id = attempt_id_from_tag(tag)
     if attempt_id is None:
@@ -40,7 +40,15 @@ def identity(query: Mapping[str, str]) -> tuple[int | None, int | None]:
     except (ValueError, AttributeError):
         return attempt_id, None
     ok = isinstance(value, int) and not isinstance(value, bool)
-    return attempt_id, value if ok else None
+    return _in_range(attempt_id, value if ok else None)
+
+
+def _in_range(attempt_id: int, campaign_id: int | None) -> tuple[int | None, int | None]:
+    """No ids past their columns (bigint, integer): PostgreSQL refuses such a lookup, and
+    the receiver answered a forged callback 503 (the carrier's retry) for ever."""
+    if not 0 < attempt_id < 2**63 or (campaign_id is not None and not 0 < campaign_id < 2**31):
+        return None, None
+    return attempt_id, campaign_id
 
 
 class ScriptSource:

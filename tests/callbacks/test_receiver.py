@@ -47,9 +47,17 @@ EVENT = {
 }
 
 
-def start_receiver(redis_url: str, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+def start_receiver(
+    redis_url: str, workers: int = 1, **settings_: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``dialer receiver`` on a free port; ``settings_``: more DIALER_ variables."""
     port = free_port()
-    env = {**os.environ, "DIALER_REDIS_URL": redis_url, "DIALER_CALLBACK_SECRET": SECRET}
+    env = {
+        **os.environ,
+        "DIALER_REDIS_URL": redis_url,
+        "DIALER_CALLBACK_SECRET": SECRET,
+        **settings_,
+    }
     proc = subprocess.Popen(
         receiver_command(port, workers),
         env=env,
