@@ -80,9 +80,11 @@ def parse_time(raw: Any) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None  # a missing or odd time falls back to the time received
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        # A missing or odd time falls back to the time received; so does one past the
+        # datetime range in UTC (year 9999 an hour west of it).
+        return None
 
 
 def attempt_id_from_tag(tag: Any) -> int | None:

@@ -91,8 +91,11 @@ def apply_entries(entries: list[Entry]) -> tuple[list[str], list[Entry]]:
     for entry in entries:
         try:
             event, received_at = _parse(entry)
-        except (ValueError, TypeError) as exc:  # BadEvent is a ValueError
-            log.error("dropping malformed stream entry %s: %s", entry.id, exc)
+        except Exception as exc:  # BadEvent is a ValueError; a RecursionError, anything
+            # An entry that cannot be read now never will be: dropped, not retried, or
+            # it would hold its whole batch pending (the loop treats an error out of
+            # here as the database or Redis being away).
+            log.error("dropping malformed stream entry %s: %r", entry.id, str(exc)[:200])
             metrics.event_applied("malformed", None)
             done.append(entry.id)
             continue
