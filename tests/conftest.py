@@ -117,4 +117,3 @@ def tmp_csv(tmp_path: Path):
         return path
 
     return write
-

@@ -171,8 +171,7 @@ def test_call_script_metrics_responses_requests_and_answer_to_script(recorder) -
     }
     assert requests_ == {("bxml-answer", "ok"): 1, ("control", "rate-limited"): 1}
     silence = {
-        (s.name, s.labels.get("le")): s.value
-        for s in families[metrics.ANSWER_TO_SCRIPT].samples
+        (s.name, s.labels.get("le")): s.value for s in families[metrics.ANSWER_TO_SCRIPT].samples
     }
     assert silence[(metrics.ANSWER_TO_SCRIPT + "_bucket", "0.005")] == 1
     assert silence[(metrics.ANSWER_TO_SCRIPT + "_bucket", "0.25")] == 2
