@@ -34,12 +34,13 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 
 from dialer.dev.cutoff import Cutoff
 from dialer.dev.databases import PgBouncer, PostgresServer
 from dialer.dev.fleet import Fleet, RedisServer, free_port, fresh_database, wait_until
+from dialer.store.dialects.postgresql import PLANNER_SETTINGS
 from dialer.store.models import Attempt
 
 RETRYABLE = {"busy", "no-answer", "congestion"}
@@ -88,6 +89,12 @@ def run_chaos(
     bouncer = PgBouncer(postgres)
     bouncer.start()
     fresh_database(postgres.database("chaos"))
+    # What an operator does once behind a pooler (docs/operations.md, "Behind PgBouncer").
+    admin = create_engine(postgres.database("chaos"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for setting in PLANNER_SETTINGS.items():
+            conn.execute(text("ALTER DATABASE chaos SET {} = '{}'".format(*setting)))
+    admin.dispose()
     redis = RedisServer(free_port(), data_dir=workdir / "redis")
     redis.start()
     env = {

@@ -46,9 +46,10 @@ class PostgresQueries(Queries):
         # restart fails its statement, SQLAlchemy invalidates the pool, and the task's
         # retry gets a fresh one. Recycled hourly against idle-connection killers.
         #
-        # Two planner settings for the dialer's own sessions, so that its key look-ups
-        # use their indexes at every table size (benchmarks/big_campaign.py --auto-explain
-        # found both; docs/design.md, "Work per call"):
+        # Three planner settings for the dialer's own sessions, so that its key look-ups
+        # use their indexes at every table size and plan in microseconds
+        # (benchmarks/big_campaign.py --auto-explain and benchmarks/plans.py found them;
+        # docs/design.md, "Work per call"):
         # - plan_cache_mode: a plan for each statement's own values, never a generic one.
         #   psycopg prepares a statement after 5 runs, and PostgreSQL may then switch to
         #   a plan for "any array": made while ``attempt`` was small, the event batch's
@@ -57,12 +58,17 @@ class PostgresQueries(Queries):
         #   statements touch are recent and cached, and at 4 a batch of 40 ids on a table
         #   of a few thousand rows was planned as a scan of all of them.
         # Together: 336 rows read per call at 10,000 contacts became 42.
+        # - jit off: the tick's release statement takes each campaign's LIMIT from an
+        #   array, so the planner guesses a tenth of the campaign's pending contacts; at
+        #   ten million that passes jit_above_cost, and every tick spent 13 ms compiling
+        #   a 200-row statement (docs/statements.md showed it). The dialer's statements
+        #   are all short; none gains from JIT.
         #
         # Behind a pooler in transaction mode (DIALER_DATABASE_POOLER=transaction) each
         # transaction may run on another server connection: a statement psycopg
         # prepared on one is unknown on the next ("prepared statement _pg3_0 does not
         # exist"), and PgBouncer refuses the ``options`` startup parameter outright. So
-        # neither is used; the two settings are then the database's own
+        # neither is used; the three settings are then the database's own
         # (``ALTER DATABASE ... SET``, docs/operations.md), checked at the first connection.
         s = settings.get()
         size = s.worker_threads + 4
@@ -194,8 +200,12 @@ class PostgresQueries(Queries):
 
 
 CONNECT_TIMEOUT = 5  # seconds (libpq's connect_timeout)
-_SESSION_OPTIONS = "-c plan_cache_mode=force_custom_plan -c random_page_cost=1.1"
-_WANTED = {"plan_cache_mode": "force_custom_plan", "random_page_cost": "1.1"}
+PLANNER_SETTINGS = _WANTED = {
+    "plan_cache_mode": "force_custom_plan",
+    "random_page_cost": "1.1",
+    "jit": "off",
+}
+_SESSION_OPTIONS = " ".join(f"-c {name}={value}" for name, value in _WANTED.items())
 
 
 def _check_database_settings(dbapi_connection: Any, _record: Any) -> None:
@@ -203,9 +213,7 @@ def _check_database_settings(dbapi_connection: Any, _record: Any) -> None:
     per process, when they are not (the dialer still works, but its look-ups may turn
     into scans as tables grow: docs/design.md, "Work per call")."""
     with dbapi_connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT current_setting('plan_cache_mode'), current_setting('random_page_cost')"
-        )
+        cursor.execute("SELECT " + ", ".join(f"current_setting('{name}')" for name in _WANTED))
         found = dict(zip(_WANTED, cursor.fetchone() or (), strict=False))
     dbapi_connection.rollback()
     wrong = {k: v for k, v in _WANTED.items() if found.get(k) != v}
