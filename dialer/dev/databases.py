@@ -78,8 +78,10 @@ class PostgresServer:
                 "listen_addresses = '127.0.0.1'\n"
                 f"unix_socket_directories = '{self.dir}'\n"
                 "max_connections = 200\n"
-                "fsync = off\n"  # a test cluster: the OS does not crash, only the server
-                "synchronous_commit = off\n"
+                # A test cluster: the OS does not crash, only the server, so fsync can go.
+                # synchronous_commit stays on: an immediate stop is a crash, and a commit
+                # the dialer was told about must survive it as it would in production.
+                "fsync = off\n"
                 "full_page_writes = off\n"
             )
 

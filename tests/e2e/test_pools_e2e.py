@@ -83,7 +83,7 @@ def test_pools_local_presence_refused_numbers_and_recordings(
                 fleet.start_worker(f"w{n}", concurrency=8)
             fleet.start_beat()
             # 1. A 5-number pool, recorded and transcribed.
-            _, pooled, exported = _run(
+            pool_id, pooled, exported = _run(
                 fleet, "--name", "pool", "--from", ",".join(POOL), "--contacts", str(many),
                 "--record", "--record-format", "mp3", "--transcribe",
                 "--sip-header", "X-Campaign=pool", "--callback-timeout", "5000",
@@ -92,10 +92,21 @@ def test_pools_local_presence_refused_numbers_and_recordings(
             # The recording and transcription events come after the hangup that
             # completed the campaign: the export has them a moment later.
             def media_in() -> list[dict] | None:
-                got = list(csv.DictReader(io.StringIO(fleet.cli("campaign", "export", "1").stdout)))
+                out = fleet.cli("campaign", "export", pool_id).stdout
+                got = list(csv.DictReader(io.StringIO(out)))
                 return got if all(r["transcript"] for r in got) else None
 
-            exported = wait_until(media_in, 20, interval=0.5, what="recordings and transcripts")
+            try:
+                exported = wait_until(media_in, 30, interval=0.5, what="transcripts")
+            except TimeoutError:
+                # Which calls lack one, and what the campaign says, ahead of the logs.
+                out = fleet.cli("campaign", "export", pool_id).stdout
+                print("without a transcript:", [
+                    {k: r[k] for k in ("e164", "status", "call_id", "recording_url")}
+                    for r in csv.DictReader(io.StringIO(out)) if not r["transcript"]
+                ])  # fmt: skip
+                print(fleet.cli("campaign", "status", pool_id).stdout)
+                raise
             calls = fleet.sim_calls()
             stats = requests.get(fleet.sim_url + "/_sim/stats", timeout=5).json()
             requests.post(fleet.sim_url + "/_sim/reset", timeout=5)
