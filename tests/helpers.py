@@ -79,3 +79,15 @@ def rows_read(session: Session, table: str) -> int:
             {"t": table},
         ).scalar_one()
     )
+
+
+def fresh_redis(port: int, db: int) -> str:
+    """Redis database ``db`` of the suite's private server, emptied: a test that starts
+    processes on it meets no stream entry, queued task or pace another test left there."""
+    import redis
+
+    url = f"redis://127.0.0.1:{port}/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url

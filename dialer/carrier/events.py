@@ -87,6 +87,9 @@ def parse_time(raw: Any) -> datetime | None:
         return None
 
 
+MAX_ID = 2**63 - 1
+
+
 def attempt_id_from_tag(tag: Any) -> int | None:
     """The attempt id our tag carries (``{"attempt": 123, ...}``), or None."""
     if not isinstance(tag, str) or not tag.startswith("{"):
@@ -96,7 +99,11 @@ def attempt_id_from_tag(tag: Any) -> int | None:
     except ValueError:
         return None
     value = decoded.get("attempt") if isinstance(decoded, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    # Attempt ids are BIGINT: one past its range is no attempt of ours, and would fail
+    # the whole batch's lookup if it reached the query.
+    return value if 0 < value <= MAX_ID else None
 
 
 def from_call(call: dict[str, Any], log: list[dict[str, Any]]) -> list[CallEvent]:

@@ -36,6 +36,7 @@ from dialer.dev.fleet import (
     wait_for_port,
     wait_until,
 )
+from tests.helpers import fresh_redis
 
 SECRET = "s3cret/with:odd chars"
 EVENT = {
@@ -68,7 +69,7 @@ def start_receiver(
 
 @pytest.fixture(scope="module")
 def receiver(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis]]:
-    url_ = f"redis://127.0.0.1:{redis_server.port}/2"
+    url_ = fresh_redis(redis_server.port, 2)
     redis.Redis.from_url(url_).delete(eventstream.STREAM)
     proc, url = start_receiver(url_)
     yield url, redis.Redis.from_url(url_)
@@ -447,7 +448,7 @@ def test_each_request_gets_its_own_handover_result_as_redis_fails_mid_load() -> 
 
 
 def test_sigterm_lets_a_request_in_flight_finish(redis_server: RedisServer) -> None:
-    url_ = f"redis://127.0.0.1:{redis_server.port}/3"
+    url_ = fresh_redis(redis_server.port, 3)
     r = redis.Redis.from_url(url_)
     r.delete(eventstream.STREAM)
     proc, url = start_receiver(url_)
@@ -474,7 +475,7 @@ def test_sigterm_lets_a_request_in_flight_finish(redis_server: RedisServer) -> N
 
 
 def test_a_server_process_that_dies_is_replaced(redis_server: RedisServer) -> None:
-    url_ = f"redis://127.0.0.1:{redis_server.port}/3"
+    url_ = fresh_redis(redis_server.port, 3)
     proc, url = start_receiver(url_)
     try:
         [first] = wait_until(lambda: server_processes(proc.pid), 10, what="a server process")
@@ -547,7 +548,7 @@ def test_async_handover_authenticates_selects_and_keeps_the_password_out(tmp_pat
 
 
 def test_async_handover_times_out_then_recovers(redis_server: RedisServer) -> None:
-    url_ = f"redis://127.0.0.1:{redis_server.port}/4"
+    url_ = fresh_redis(redis_server.port, 4)
     r = redis.Redis.from_url(url_)
     r.delete(eventstream.STREAM)
     handover = AsyncHandover(url_, timeout=0.3)

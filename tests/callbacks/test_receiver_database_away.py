@@ -25,6 +25,7 @@ from dialer.callbacks import eventstream
 from dialer.callbacks.gate import PATH
 from dialer.callbacks.receiver import SCRIPT_PATIENCE
 from dialer.dev.fleet import RedisServer, free_port, receiver_command, wait_for_port
+from tests.helpers import fresh_redis
 
 SECRET = "test-callback-secret"
 
@@ -41,7 +42,7 @@ def silent_server() -> Iterator[int]:
 def start_receiver(
     redis_server: RedisServer, database_url: str
 ) -> tuple[str, redis.Redis, subprocess.Popen[bytes]]:
-    url_ = f"redis://127.0.0.1:{redis_server.port}/4"
+    url_ = fresh_redis(redis_server.port, 4)
     r = redis.Redis.from_url(url_)
     r.delete(eventstream.STREAM)
     port = free_port()

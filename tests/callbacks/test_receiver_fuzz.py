@@ -42,6 +42,7 @@ from dialer.callbacks import eventstream
 from dialer.callbacks.gate import PATH
 from dialer.dev.fleet import RedisServer, free_port, receiver_command, wait_for_port
 from tests.callbacks.test_receiver import server_processes
+from tests.helpers import fresh_redis
 
 MAX_EXAMPLES = 500
 SECRET = "fuzz-secret"
@@ -342,7 +343,7 @@ def exchange(address: tuple[str, int], request: bytes) -> tuple[int, bytes]:
 
 @pytest.fixture(scope="module")
 def fuzzed(redis_server: RedisServer) -> Iterator[Fuzzed]:
-    url_ = f"redis://127.0.0.1:{redis_server.port}/7"
+    url_ = fresh_redis(redis_server.port, 7)
     r = redis.Redis.from_url(url_)
     r.delete(eventstream.STREAM)
     port = free_port()

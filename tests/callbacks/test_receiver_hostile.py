@@ -36,6 +36,7 @@ from tests.callbacks.test_receiver import (
     queued,
     server_processes,
 )
+from tests.helpers import fresh_redis
 
 TIMEOUT = 3.0  # DIALER_RECEIVER_REQUEST_TIMEOUT for these tests (10 s by default)
 LATE = 2.5  # how late a loaded machine may close, past the timeout
@@ -51,7 +52,7 @@ def _low_open_files_limit() -> None:
 def receiver(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis, int]]:
     """(URL, the stream's Redis, the pid of the one server process), started under a
     soft limit of 1,024 open files, as is common: the receiver raises its own."""
-    url_ = f"redis://127.0.0.1:{redis_server.port}/6"
+    url_ = fresh_redis(redis_server.port, 6)
     redis.Redis.from_url(url_).delete(eventstream.STREAM)
     port = free_port()
     env = {

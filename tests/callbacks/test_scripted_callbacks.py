@@ -23,13 +23,14 @@ from dialer.store import db
 from dialer.store.models import Attempt
 from dialer.worker import scheduling
 from tests.factories import campaign_with
+from tests.helpers import fresh_redis
 
 SECRET = "test-callback-secret"  # tests/helpers.py TEST_ENV
 
 
 @pytest.fixture
 def receiver(redis_server: RedisServer, clean_db: None) -> Iterator[tuple[str, redis.Redis]]:
-    url_ = f"redis://127.0.0.1:{redis_server.port}/3"
+    url_ = fresh_redis(redis_server.port, 3)
     r = redis.Redis.from_url(url_)
     r.delete(eventstream.STREAM)
     port = free_port()

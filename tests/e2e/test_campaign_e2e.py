@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, select
 
 from dialer.dev.fleet import Fleet, RedisServer, wait_until
 from dialer.store.models import Attempt
-from tests.helpers import database_named
+from tests.helpers import database_named, fresh_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -61,8 +61,8 @@ def test_campaign_runs_to_completion_with_real_processes(
     db_url = database_named("dialer_e2e")
     env = {
         "DIALER_DATABASE_URL": db_url,
-        "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/1",
-        "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/1",
+        "DIALER_BROKER_URL": (redis_url := fresh_redis(redis_server.port, 1)),
+        "DIALER_REDIS_URL": redis_url,
         "DIALER_CALLBACK_SECRET": "e2e-secret",
         "DIALER_ACCOUNT_CPS": "400",
         "DIALER_NUMBER_CPS": "400",

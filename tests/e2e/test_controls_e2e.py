@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dialer.dev.fleet import Fleet, RedisServer, wait_until
-from tests.helpers import database_named
+from tests.helpers import database_named, fresh_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +30,8 @@ def write(path: Path, start: int, n: int) -> Path:
 def test_pause_resume_and_cancel_hold_under_load(tmp_path: Path, redis_server: RedisServer) -> None:
     env = {
         "DIALER_DATABASE_URL": database_named("dialer_controls"),
-        "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/3",
-        "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/3",
+        "DIALER_BROKER_URL": (redis_url := fresh_redis(redis_server.port, 3)),
+        "DIALER_REDIS_URL": redis_url,
         "DIALER_CALLBACK_SECRET": "controls",
         "DIALER_ACCOUNT_CPS": "100",
         "DIALER_NUMBER_CPS": "100",

@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, func, select
 from dialer.callbacks.gate import PATH
 from dialer.dev.fleet import Fleet, RedisServer, wait_until
 from dialer.store.models import FINAL_ATTEMPT, Attempt
-from tests.helpers import database_named
+from tests.helpers import database_named, fresh_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -80,8 +80,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> 
     db_url = database_named("dialer_ops")
     env = {
         "DIALER_DATABASE_URL": db_url,
-        "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/5",
-        "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/5",
+        "DIALER_BROKER_URL": (redis_url := fresh_redis(redis_server.port, 5)),
+        "DIALER_REDIS_URL": redis_url,
         "DIALER_CALLBACK_SECRET": CALLBACK_SECRET,
         "DIALER_METRICS_TOKEN": METRICS_TOKEN,
         "DIALER_LOG_FORMAT": "json",

@@ -12,7 +12,7 @@ import requests
 
 from benchmarks.pacing import busiest_second
 from dialer.dev.fleet import Fleet, RedisServer, wait_until
-from tests.helpers import database_named
+from tests.helpers import database_named, fresh_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.e2e
 def test_four_workers_hold_five_calls_per_second(tmp_path: Path, redis_server: RedisServer) -> None:
     env = {
         "DIALER_DATABASE_URL": database_named("dialer_pacing"),
-        "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/4",
-        "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/4",
+        "DIALER_BROKER_URL": (redis_url := fresh_redis(redis_server.port, 4)),
+        "DIALER_REDIS_URL": redis_url,
         "DIALER_CALLBACK_SECRET": "pacing",
         "DIALER_ACCOUNT_CPS": "50",
         "DIALER_NUMBER_CPS": "50",

@@ -19,7 +19,7 @@ import requests
 
 from benchmarks.pacing import achieved_rate, busiest_second
 from dialer.dev.fleet import Fleet, RedisServer, wait_until
-from tests.helpers import database_named
+from tests.helpers import database_named, fresh_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -54,8 +54,8 @@ def test_pools_local_presence_refused_numbers_and_recordings(
 ) -> None:
     env = {
         "DIALER_DATABASE_URL": database_named("pools"),
-        "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/6",
-        "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/6",
+        "DIALER_BROKER_URL": (redis_url := fresh_redis(redis_server.port, 6)),
+        "DIALER_REDIS_URL": redis_url,
         "DIALER_CALLBACK_SECRET": "pools",
         "DIALER_ACCOUNT_CPS": "50",
         "DIALER_NUMBER_CPS": "1",

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dialer.dev.fleet import Fleet, RedisServer, wait_until
-from tests.helpers import database_named
+from tests.helpers import database_named, fresh_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -29,8 +29,8 @@ SAY = "Hello {name}, press 1 to confirm, 2 to cancel, 9 to stop these calls."
 def env_for(redis_server: RedisServer, name: str) -> dict[str, str]:
     return {
         "DIALER_DATABASE_URL": database_named(name),
-        "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/6",
-        "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/6",
+        "DIALER_BROKER_URL": (redis_url := fresh_redis(redis_server.port, 6)),
+        "DIALER_REDIS_URL": redis_url,
         "DIALER_CALLBACK_SECRET": "script-secret",
         "DIALER_ACCOUNT_CPS": "100",
         "DIALER_NUMBER_CPS": "100",

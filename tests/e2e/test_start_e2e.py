@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dialer.dev.fleet import Fleet, RedisServer, free_port, wait_until
-from tests.helpers import database_named
+from tests.helpers import database_named, fresh_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -38,8 +38,8 @@ def test_the_workers_act_on_the_nudge_and_the_tick_covers_a_lost_one(
 ) -> None:
     env = {
         "DIALER_DATABASE_URL": database_named("dialer_start"),
-        "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/6",
-        "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/6",
+        "DIALER_BROKER_URL": (redis_url := fresh_redis(redis_server.port, 6)),
+        "DIALER_REDIS_URL": redis_url,
         "DIALER_CALLBACK_SECRET": "start",
         "DIALER_ACCOUNT_CPS": "100",
         "DIALER_NUMBER_CPS": "100",

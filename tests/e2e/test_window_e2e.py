@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from dialer.dev.fleet import Fleet, RedisServer, wait_until
-from tests.helpers import database_named
+from tests.helpers import database_named, fresh_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -26,8 +26,8 @@ def test_a_shut_window_holds_every_call_until_it_is_widened(
 ) -> None:
     env = {
         "DIALER_DATABASE_URL": database_named("dialer_window"),
-        "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/4",
-        "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/4",
+        "DIALER_BROKER_URL": (redis_url := fresh_redis(redis_server.port, 4)),
+        "DIALER_REDIS_URL": redis_url,
         "DIALER_CALLBACK_SECRET": "window",
         "DIALER_ACCOUNT_CPS": "50",
         "DIALER_NUMBER_CPS": "50",

@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from dialer.dev.fleet import Fleet, RedisServer, free_port, wait_until
-from tests.helpers import database_named
+from tests.helpers import database_named, fresh_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -59,8 +59,8 @@ def console(
 ) -> Iterator[Console]:
     env = {
         "DIALER_DATABASE_URL": database_named("web"),
-        "DIALER_BROKER_URL": f"redis://127.0.0.1:{redis_server.port}/14",
-        "DIALER_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/14",
+        "DIALER_BROKER_URL": (redis_url := fresh_redis(redis_server.port, 14)),
+        "DIALER_REDIS_URL": redis_url,
         "DIALER_CALLBACK_SECRET": "console",
         "DIALER_ACCOUNT_CPS": "200",
         "DIALER_NUMBER_CPS": "200",
