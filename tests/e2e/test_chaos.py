@@ -19,7 +19,7 @@ def test_chaos_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
         1000,
         tmp_path,
         cps=60,
-        redis_down=15,
+        redis_down=5,
         timeout=600,
     )
     print(report)
