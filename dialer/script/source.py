@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from dialer.carrier.events import attempt_id_from_tag
+from dialer.carrier.events import MAX_ID, attempt_id_from_tag
 from dialer.script import bxml
 from dialer.script.spec import FIELDS, Script
 from dialer.store import db
@@ -46,7 +46,7 @@ def identity(query: Mapping[str, str]) -> tuple[int | None, int | None]:
 def _in_range(attempt_id: int, campaign_id: int | None) -> tuple[int | None, int | None]:
     """No ids past their columns (bigint, integer): PostgreSQL refuses such a lookup, and
     the receiver answered a forged callback 503 (the carrier's retry) for ever."""
-    if not 0 < attempt_id < 2**63 or (campaign_id is not None and not 0 < campaign_id < 2**31):
+    if not 0 < attempt_id <= MAX_ID or (campaign_id is not None and not 0 < campaign_id < 2**31):
         return None, None
     return attempt_id, campaign_id
 

@@ -70,7 +70,6 @@ def start_receiver(
 @pytest.fixture(scope="module")
 def receiver(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis]]:
     url_ = fresh_redis(redis_server.port, 2)
-    redis.Redis.from_url(url_).delete(eventstream.STREAM)
     proc, url = start_receiver(url_)
     yield url, redis.Redis.from_url(url_)
     proc.terminate()
@@ -450,7 +449,6 @@ def test_each_request_gets_its_own_handover_result_as_redis_fails_mid_load() -> 
 def test_sigterm_lets_a_request_in_flight_finish(redis_server: RedisServer) -> None:
     url_ = fresh_redis(redis_server.port, 3)
     r = redis.Redis.from_url(url_)
-    r.delete(eventstream.STREAM)
     proc, url = start_receiver(url_)
     answers: list[int] = []
     try:
@@ -550,7 +548,6 @@ def test_async_handover_authenticates_selects_and_keeps_the_password_out(tmp_pat
 def test_async_handover_times_out_then_recovers(redis_server: RedisServer) -> None:
     url_ = fresh_redis(redis_server.port, 4)
     r = redis.Redis.from_url(url_)
-    r.delete(eventstream.STREAM)
     handover = AsyncHandover(url_, timeout=0.3)
 
     async def run() -> list[str]:

@@ -44,7 +44,6 @@ def start_receiver(
 ) -> tuple[str, redis.Redis, subprocess.Popen[bytes]]:
     url_ = fresh_redis(redis_server.port, 4)
     r = redis.Redis.from_url(url_)
-    r.delete(eventstream.STREAM)
     port = free_port()
     env = {
         **os.environ,

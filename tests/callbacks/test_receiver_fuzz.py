@@ -345,7 +345,6 @@ def exchange(address: tuple[str, int], request: bytes) -> tuple[int, bytes]:
 def fuzzed(redis_server: RedisServer) -> Iterator[Fuzzed]:
     url_ = fresh_redis(redis_server.port, 7)
     r = redis.Redis.from_url(url_)
-    r.delete(eventstream.STREAM)
     port = free_port()
     env = {**os.environ, "DIALER_REDIS_URL": url_, "DIALER_CALLBACK_SECRET": SECRET}
     proc = subprocess.Popen(receiver_command(port, 1), env=env)

@@ -53,7 +53,6 @@ def receiver(redis_server: RedisServer) -> Iterator[tuple[str, redis.Redis, int]
     """(URL, the stream's Redis, the pid of the one server process), started under a
     soft limit of 1,024 open files, as is common: the receiver raises its own."""
     url_ = fresh_redis(redis_server.port, 6)
-    redis.Redis.from_url(url_).delete(eventstream.STREAM)
     port = free_port()
     env = {
         **os.environ,

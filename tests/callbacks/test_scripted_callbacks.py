@@ -32,7 +32,6 @@ SECRET = "test-callback-secret"  # tests/helpers.py TEST_ENV
 def receiver(redis_server: RedisServer, clean_db: None) -> Iterator[tuple[str, redis.Redis]]:
     url_ = fresh_redis(redis_server.port, 3)
     r = redis.Redis.from_url(url_)
-    r.delete(eventstream.STREAM)
     port = free_port()
     env = {**os.environ, "DIALER_REDIS_URL": url_, "DIALER_CALLBACK_SECRET": SECRET}
     proc = subprocess.Popen(receiver_command(port, 1), env=env)
