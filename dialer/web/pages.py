@@ -1,4 +1,5 @@
-"""The console's pages and actions.
+"""The console's pages and actions. The pages that look a number up (the do-not-call
+list, a contact's story) are ``dialer.web.numbers``.
 
 Reads go through ``dialer.api`` (status, export) and ``dialer.web.queries`` (what the API
 has no function for); changes go through ``dialer.api`` alone (start, pause, resume,
@@ -22,7 +23,6 @@ import csv
 import functools
 import math
 import os
-import re
 import tempfile
 import threading
 import time
@@ -52,6 +52,7 @@ from dialer.web import auth, charts, forms, queries
 from dialer.web import render as rendering
 from dialer.web.activity import Activity
 from dialer.web.jobs import Jobs
+from dialer.web.numbers import NumberPages
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200  # a live table of more is no page to read (and costs a second a refresh)
@@ -72,6 +73,7 @@ class Console:
         self.started = time.time()
         self._lock = threading.Lock()
         self._not_dialed_cache: dict[tuple[int, Any, int], list[dict[str, Any]]] = {}
+        self.numbers = NumberPages(self.render, self.max_upload)
 
     # ------------------------------------------------------------------ helpers
     def render(
@@ -473,87 +475,6 @@ class Console:
             return self.render(request, "_import_live.html", **context)
         return self.render(request, "import.html", **context)
 
-    # ------------------------------------------------------------------ do-not-call
-    def dnc_page(
-        self,
-        request: Request,
-        result: dict[str, Any] | None = None,
-        error: str | None = None,
-        status: int = 200,
-    ) -> Response:
-        from dialer.importing.numbers import normalize
-
-        number = (request.query_params.get("number") or "").strip()[:64]
-        region = forms.region_field(request.query_params.get("region"))
-        found, e164, problem = None, None, None
-        if number:
-            e164, problem = normalize(number, region)
-            found = queries.dnc_find(e164) if e164 else []
-        return self.render(
-            request, "dnc.html", status,
-            number=number, region=region, e164=e164, problem=problem, found=found,
-            recent=queries.dnc_recent(), result=result, error=error, limit=self.max_upload,
-        )  # fmt: skip
-
-    async def dnc_change(self, request: Request, form: FormData) -> Response:
-        """Add or remove one number, or the numbers of an uploaded file."""
-        from dialer.importing.numbers import normalize
-
-        action = forms.text_field(form, "action")
-        if action not in ("add", "remove"):
-            raise HTTPException(400, "action must be add or remove")
-        region = forms.region_field(forms.text_field(form, "region"))
-        campaign_text = forms.text_field(form, "campaign")
-        campaign_id = forms.int_field(campaign_text, 0) or None
-        if campaign_text and campaign_id is None:
-            return await run_in_threadpool(
-                self.dnc_page, request, None, "Campaign must be a campaign id.", 400
-            )
-        upload = form.get("file")
-        if isinstance(upload, UploadFile) and upload.filename:
-            path = await forms.keep_upload(upload, ".csv")
-        else:
-            number = forms.text_field(form, "number")
-            e164, problem = normalize(number, region)
-            if e164 is None:
-                return await run_in_threadpool(
-                    self.dnc_page, request, None, f"{number!r} is not a number: {problem}.", 400
-                )
-            path = await run_in_threadpool(forms.one_number_csv, e164)
-        fn = api.add_dnc if action == "add" else api.remove_dnc
-        try:
-            result = await run_in_threadpool(
-                functools.partial(fn, path, campaign_id=campaign_id, region=region)
-            )
-        except ValueError as exc:
-            return await run_in_threadpool(self.dnc_page, request, None, str(exc), 400)
-        finally:
-            os.unlink(path)
-        return await run_in_threadpool(self.dnc_page, request, {"action": action, **result})
-
-    # ------------------------------------------------------------------ a contact's story
-    def contact(self, request: Request) -> Response:
-        from dialer.importing.numbers import normalize
-
-        number = (request.query_params.get("number") or "").strip()[:255]
-        region = forms.region_field(request.query_params.get("region"))
-        story, e164, problem = None, None, None
-        if number:
-            e164, problem = normalize(number, region)
-            call_id = (
-                number if e164 is None and re.fullmatch(r"[A-Za-z0-9_.:-]{3,80}", number) else None
-            )
-            story = queries.contact_story(e164, call_id)
-        return self.render(
-            request,
-            "contact.html",
-            number=number,
-            region=region,
-            e164=e164,
-            problem=problem,
-            story=story,
-        )
-
 
 # ---------------------------------------------------------------------- routes
 
@@ -596,7 +517,7 @@ def routes(c: Console) -> list[Route]:
         Route("/campaigns/{id:int}/export.csv", c.export, methods=["GET"]),
         Route("/campaigns/{id:int}/not-dialed.csv", c.not_dialed_csv, methods=["GET"]),
         Route("/imports/{job:str}", c.import_page, methods=["GET"]),
-        Route("/dnc", c.dnc_page, methods=["GET"]),
-        Route("/dnc", forms.form_action(c.dnc_change, files=1), methods=["POST"]),
-        Route("/contacts", c.contact, methods=["GET"]),
+        Route("/dnc", c.numbers.dnc_page, methods=["GET"]),
+        Route("/dnc", forms.form_action(c.numbers.dnc_change, files=1), methods=["POST"]),
+        Route("/contacts", c.numbers.contact, methods=["GET"]),
     ]
