@@ -25,10 +25,11 @@ import contextvars
 import json
 import logging
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote
 
 from dialer import settings
@@ -189,12 +190,26 @@ def install(logger: logging.Logger, fmt: str | None = None) -> None:
         handler.setFormatter(formatter(fmt, handler.formatter))
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when it writes, as logging's last resort
+    does: a handler bound to the stream of its day writes into a closed file once that
+    stream is swapped out and closed (a test's captured output, an embedding program's
+    redirect)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+
 def configure(fmt: str | None = None, level: int = logging.WARNING) -> None:
     """The root logger writes to stderr in the configured format (the CLI's setup)."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_dialer", False)]:
         root.removeHandler(handler)
-    handler = logging.StreamHandler()
+    handler = _Stderr()
     handler._dialer = True  # type: ignore[attr-defined]
     handler.setFormatter(formatter(fmt))
     root.addHandler(handler)

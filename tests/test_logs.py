@@ -197,3 +197,25 @@ def test_cli_logs_json(tmp_path: Path, clean_db: None) -> None:
     assert any(line.get("campaign") == report["id"] for line in lines), lines
     for spelling in secret_spellings("sim-token", "sim-secret", "test-callback-secret"):
         assert spelling not in result.stderr
+
+
+def test_the_cli_handler_writes_to_stderr_as_it_is_now() -> None:
+    """``dialer.logs.configure``'s handler follows ``sys.stderr``: bound to the stream of
+    the day, it wrote into a closed file once that stream was swapped out and closed
+    (pytest's captured output between tests printed "--- Logging error ---")."""
+    root = logging.getLogger()
+    saved_handlers, saved_level, saved_stderr = root.handlers[:], root.level, sys.stderr
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        sys.stderr = first
+        logs.configure("text")
+        logging.getLogger("dialer.test").warning("one")
+        sys.stderr = second
+        first.close()
+        logging.getLogger("dialer.test").warning("two")
+    finally:
+        sys.stderr = saved_stderr
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    assert second.getvalue().strip().endswith("two")
+    assert "Logging error" not in second.getvalue()
