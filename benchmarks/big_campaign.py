@@ -17,8 +17,10 @@ Everything goes through the public commands, with default settings but for the p
    Over the window after ``--warmup`` seconds: calls created per second; rows read per
    call (``pg_stat_user_tables``: sequential-scan rows plus index fetches, every table,
    divided by the calls created); statements and commits per call; Redis commands per
-   call; CPU per call of the workers, the receiver, PostgreSQL (every backend) and Redis;
-   each tick's duration (benchmarks/ticktrace); the workers' RSS each second (flat or
+   call; CPU per call of the workers, the receiver, PostgreSQL (every backend) and Redis
+   (the beat's and the simulator's printed apart); the machine's busy cores; each tick's
+   wall time, CPU and wait on its SQL (benchmarks/ticktrace; ``--keep-ticks DIR`` keeps
+   each tick's record, its slowest statement named); the workers' RSS each second (flat or
    not: first and last fifth of the window); and ``dialer campaign status --json`` every
    ``--status-every`` seconds, as a user would type it. The machine's server runs with
    autovacuum off (its configuration, not production's), so the run stands in for its
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,7 +59,14 @@ from benchmarks.harness import (  # noqa: E402
     median,
     percentile,
 )
-from benchmarks.machine import CpuMeter, PostgresMeter, describe, load_average, tree  # noqa: E402
+from benchmarks.machine import (  # noqa: E402
+    CpuMeter,
+    PostgresMeter,
+    describe,
+    load_average,
+    system_cpu,
+    tree,
+)
 from benchmarks.machine import rss_mb as proc_rss_mb  # noqa: E402
 from dialer.dev.fleet import Fleet, fresh_database  # noqa: E402
 
@@ -208,14 +218,14 @@ def redis_commands(url: str) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
 
-def ticks(prefix: Path, since: float, until: float) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds of every tick that started in [since, until)."""
+def ticks(prefix: Path, since: float, until: float) -> list[tuple[float, float, float]]:
+    """(wall, CPU, SQL wall) seconds of every tick that started in [since, until)."""
     out = []
     for path in prefix.parent.glob(prefix.name + ".*.jsonl"):
         for line in path.read_text().splitlines():
             tick = json.loads(line)
             if since <= tick["at"] < until:
-                out.append((tick["wall"], tick["cpu"]))
+                out.append((tick["wall"], tick["cpu"], tick.get("sql_wall", 0.0)))
     return out
 
 
@@ -261,7 +271,11 @@ def dial(args: argparse.Namespace, template_name: str, campaign_id: int) -> dict
             roots = {n: bench.pid(n) for n in bench.worker_names()}
             roots["receiver"] = bench.pid("receiver")
             roots["redis"] = redis_pid
+            # Read, not counted per call: the beat, and the carrier's stand-in, which
+            # shares the machine here and would not in production.
+            roots["beat"], roots["simulator"] = bench.pid("beat"), bench.pid("simulator")
             cpu, pg = CpuMeter(roots), PostgresMeter()
+            busy0, total0 = system_cpu()
             reads0, calls0 = table_reads(bench.engine), created(bench.engine, campaign_id)
             cmds0 = redis_commands(bench.redis.url)
             window_start = time.time()
@@ -286,10 +300,15 @@ def dial(args: argparse.Namespace, template_name: str, campaign_id: int) -> dict
                 time.sleep(max(0.0, 1.0 - (time.monotonic() % 1.0)))
             wall, used = cpu.read()
             pg_cpu = pg.read()
+            busy1, total1 = system_cpu()
             window_end = time.time()
             calls = created(bench.engine, campaign_id) - calls0
             reads1, cmds1 = table_reads(bench.engine), redis_commands(bench.redis.url)
             tick_list = ticks(prefix, window_start, window_end)
+            if args.keep_ticks:
+                args.keep_ticks.mkdir(parents=True, exist_ok=True)
+                for path in prefix.parent.glob(prefix.name + ".*.jsonl"):
+                    shutil.copy(path, args.keep_ticks / path.name)
             states = bench.attempt_counts(campaign_id)
 
     calls = max(calls, 1)
@@ -313,9 +332,17 @@ def dial(args: argparse.Namespace, template_name: str, campaign_id: int) -> dict
             "postgresql": 1000 * pg_cpu / calls,
             "redis": 1000 * used["redis"] / calls,
         },
+        "cpu_ms_per_call_not_counted": {
+            "beat": 1000 * used["beat"] / calls,
+            "simulator": 1000 * used["simulator"] / calls,
+        },
+        # The machine's cores in use over the window (every process, this script too).
+        "machine_busy_cores": (busy1 - busy0) / wall,
+        "machine_cores": (total1 - total0) / wall,
         "ticks": len(tick_list),
-        "tick_ms": _spread([1000 * w for w, _ in tick_list]),
-        "tick_cpu_ms": _spread([1000 * c for _, c in tick_list]),
+        "tick_ms": _spread([1000 * w for w, _, _ in tick_list]),
+        "tick_cpu_ms": _spread([1000 * c for _, c, _ in tick_list]),
+        "tick_sql_ms": _spread([1000 * q for _, _, q in tick_list]),
         "workers_rss_mb": {
             "first_fifth": median(rss[:fifth]),
             "last_fifth": median(rss[-fifth:]),
@@ -383,6 +410,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--status-every", type=float, default=10.0)
     parser.add_argument("--reimport", action="store_true")
     parser.add_argument("--no-export", action="store_true")
+    parser.add_argument("--keep-ticks", type=Path, help="copy the per-tick traces here")
     parser.add_argument(
         "--auto-explain", action="store_true", help="log every plan (PostgreSQL's log); slow"
     )

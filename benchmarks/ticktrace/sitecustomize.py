@@ -1,5 +1,7 @@
 """Measures every ``dialer.tick`` a Celery worker runs: wall time, the thread's CPU, and
-the SQL statements, transactions, Redis round trips and messages published in it.
+the SQL statements (with the wall time from sending each to its result back in the
+thread, and the slowest of them), transactions, Redis round trips and messages published
+in it.
 
 Only for ``many_campaigns.py`` and ``big_campaign.py``: the benchmark puts this directory on the fleet's
 PYTHONPATH and sets ``DIALER_TICK_TRACE`` to a path prefix; each worker process appends
@@ -26,7 +28,7 @@ if os.environ.get("DIALER_TICK_TRACE") and "worker" in sys.orig_argv and "celery
     _write_lock = threading.Lock()
     _path = f"{os.environ['DIALER_TICK_TRACE']}.{os.getpid()}.jsonl"
 
-    def _bump(key: str, n: int = 1) -> None:
+    def _bump(key: str, n: float = 1) -> None:
         counts = getattr(_local, "counts", None)
         if counts is not None:
             counts[key] = counts.get(key, 0) + n
@@ -55,10 +57,19 @@ if os.environ.get("DIALER_TICK_TRACE") and "worker" in sys.orig_argv and "celery
     @event.listens_for(Engine, "before_cursor_execute")
     def _statement(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
         _bump("sql")
+        _local.sql_at = time.perf_counter()
 
     @event.listens_for(Engine, "after_cursor_execute")
     def _rows(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
         _bump("rows", max(0, cursor.rowcount or 0))
+        # Wall time from sending a statement to its result back in this thread: the
+        # server's work, the round trip, and the wait to take the interpreter back.
+        spent = time.perf_counter() - getattr(_local, "sql_at", time.perf_counter())
+        _bump("sql_wall", spent)
+        counts = getattr(_local, "counts", None)
+        if counts is not None and spent > counts.get("slowest_sql", 0.0):
+            counts["slowest_sql"] = spent
+            counts["slowest_sql_text"] = " ".join(statement.split())[:70]
 
     @event.listens_for(Engine, "commit")
     def _commit(conn):  # type: ignore[no-untyped-def]
