@@ -1,7 +1,11 @@
 """The chaos run at 1,000 contacts (benchmarks/chaos.py): carrier faults, SIGKILLed
 workers, the workers behind PgBouncer in transaction mode, PostgreSQL crashed and down
-10 s, Redis restarted from its append-only file, the carrier cut off for 30 s, and a
-Redis crash that loses every queued message. Nothing may be dialed twice or skipped."""
+10 s, Redis restarted from its append-only file, the carrier cut off, and a Redis crash
+that loses every queued message. Nothing may be dialed twice or skipped.
+
+Shorter outages than the benchmark's (Redis 5 s, the carrier 10 s, against 15 and 30):
+the fleet's hold on an unreachable carrier reaches its 5 s ceiling within 4 s, so 10 s
+covers it, and the suite stays well inside its time."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ def test_chaos_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
         tmp_path,
         cps=60,
         redis_down=5,
+        carrier_down=10,
         timeout=600,
     )
     print(report)
