@@ -218,10 +218,15 @@ def redis_commands(url: str) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
 
+def trace_files(prefix: Path) -> list[Path]:
+    """The workers' tick traces: ``PREFIX.<pid>.jsonl`` each (benchmarks/ticktrace)."""
+    return sorted(prefix.parent.glob(prefix.name + ".*.jsonl"))
+
+
 def ticks(prefix: Path, since: float, until: float) -> list[tuple[float, float, float]]:
     """(wall, CPU, SQL wall) seconds of every tick that started in [since, until)."""
     out = []
-    for path in prefix.parent.glob(prefix.name + ".*.jsonl"):
+    for path in trace_files(prefix):
         for line in path.read_text().splitlines():
             tick = json.loads(line)
             if since <= tick["at"] < until:
@@ -307,7 +312,7 @@ def dial(args: argparse.Namespace, template_name: str, campaign_id: int) -> dict
             tick_list = ticks(prefix, window_start, window_end)
             if args.keep_ticks:
                 args.keep_ticks.mkdir(parents=True, exist_ok=True)
-                for path in prefix.parent.glob(prefix.name + ".*.jsonl"):
+                for path in trace_files(prefix):
                     shutil.copy(path, args.keep_ticks / path.name)
             states = bench.attempt_counts(campaign_id)
 

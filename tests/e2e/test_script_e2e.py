@@ -55,6 +55,18 @@ def run_to_end(fleet: Fleet, cid: str, timeout: float = 180) -> dict:
     return wait_until(finished, timeout, interval=1, what="the campaign to complete")
 
 
+def last_calls(calls: list[dict]) -> dict[str, dict]:
+    """The simulator's last call to each number: the one a contact's export row shows."""
+    return {c["to"]: c for c in sorted(calls, key=lambda c: c["created_at"])}
+
+
+def expected_response(call: dict) -> str:
+    """The response the export shows for ``call``: the label of the key the person
+    pressed, if the call was answered and the key is one of the script's."""
+    pressed = call["pressed"] if call["outcome"] == "answered" else None
+    return LABELS.get(pressed, "") if pressed else ""
+
+
 def responses_settled(fleet: Fleet, cid: str, timeout: float = 60) -> tuple[list, list, dict]:
     """(export rows, the simulator's calls, status) once every answered call's pressed key
     is in the export, or as they are after ``timeout`` (the assertions then say what
@@ -67,15 +79,8 @@ def responses_settled(fleet: Fleet, cid: str, timeout: float = 60) -> tuple[list
 
     def settled() -> tuple[list, list, dict] | None:
         export, calls, _ = got = read()
-        last = {c["to"]: c for c in sorted(calls, key=lambda c: c["created_at"])}
-        # The label the assertions below expect of each answered call (none for a
-        # press that is no key of the script's).
-        want = {
-            n: LABELS.get(c["pressed"], "")
-            for n, c in last.items()
-            if c["outcome"] == "answered" and c["pressed"]
-        }
-        missing = [row for row in export if row["response"] != want.get(row["e164"], "")]
+        last = last_calls(calls)
+        missing = [r for r in export if r["response"] != expected_response(last[r["e164"]])]
         return None if missing else got
 
     try:
@@ -146,20 +151,16 @@ def test_every_answer_hears_its_own_prompt_once_and_responses_and_opt_outs_hold(
         assert prompts[0]["text"] == SAY.format(name=names[call["to"]]), call
         assert call["bxml_fetches"] >= 1 and call["control_requests"] == 0
     # The export's response is the label of the key the person pressed, per number.
-    last = {}
-    for call in sorted(calls, key=lambda c: c["created_at"]):
-        last[call["to"]] = call
+    last = last_calls(calls)
     opted_out = set()
     for row in export:
         call = last[row["e164"]]
         assert row["call_id"] == call["id"]
+        assert row["response"] == expected_response(call), (row, call)
         if call["outcome"] != "answered":
-            assert row["response"] == ""
             continue
         assert row["status"] == "answered"
-        pressed = call.get("pressed")
-        assert row["response"] == (LABELS.get(pressed, "") if pressed else ""), (row, call)
-        assert row["digits"] == (pressed or ""), (row, call)
+        assert row["digits"] == (call["pressed"] or ""), (row, call)
         if row["response"] == "opt-out":
             opted_out.add(row["e164"])
     counts: dict[str, int] = {}
